@@ -1,0 +1,5 @@
+import sys
+
+from liverec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: loaders for known formats, the synthetic shop, and preparation into sequences."""

@@ -1,0 +1,19 @@
+"""Errors that liverec raises on purpose: each carries a message a user can act on."""
+
+from __future__ import annotations
+
+
+class LiverecError(Exception):
+    """Base class: the CLI prints these as one line, without a traceback."""
+
+
+class DataError(LiverecError):
+    """Input data is missing, malformed or empty. The message names the file and line or column."""
+
+
+class ConfigError(LiverecError):
+    """A configuration value or override is invalid."""
+
+
+class ArtifactError(LiverecError):
+    """A run directory is missing files, or they do not match each other."""

@@ -1,0 +1,111 @@
+"""Evaluate a run directory (model + baselines, same protocol) and write the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from liverec.config import DataConfig, RunConfig
+from liverec.data.prepare import Prepared
+from liverec.evaluate.baselines import make_baseline
+from liverec.evaluate.protocol import PROTOCOL, evaluate_model, evaluate_scores
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_baselines(prepared: Prepared, names: tuple[str, ...], stage: str = "test",
+                       ks: tuple[int, ...] = (5, 10, 20)) -> dict[str, dict]:
+    """Fit each baseline on the stage's histories and score it under the same protocol."""
+    _, histories, _ = prepared.eval_cases(stage)
+    out = {}
+    for name in tqdm(names, desc="baselines", leave=False):
+        t0 = time.perf_counter()
+        try:
+            model = make_baseline(name).fit(histories, prepared.vocab.n_items)
+        except ImportError as exc:
+            log.warning("baseline %s skipped: %s (pip install 'liverec[baselines]')", name, exc)
+            continue
+        out[name] = evaluate_scores(model.score, prepared, stage, ks)
+        out[name]["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def evaluate_run(run_dir: Path, data: DataConfig | None = None,
+                 baselines: tuple[str, ...] | None = None) -> dict:
+    """Test and validation metrics of the run's model and of the baselines.
+
+    Writes metrics.json and report.md into ``run_dir`` and returns the metrics dict.
+    """
+    from liverec.data.pipeline import load_and_prepare
+    from liverec.model.artifact import load_model, read_run_config
+
+    cfg: RunConfig = read_run_config(run_dir)
+    model, vocab, _, meta = load_model(run_dir)
+    data_cfg = data or cfg.data
+    prepared = load_and_prepare(data_cfg, vocab=vocab)
+    ks = cfg.eval.ks
+    t0 = time.perf_counter()
+    result = {
+        "protocol": PROTOCOL,
+        "data": {"source": data_cfg.source, "split": data_cfg.split, **prepared.stats},
+        "model": {
+            "name": cfg.model.name,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "test": evaluate_model(model, prepared, "test", ks, cfg.eval.batch_size),
+            "valid": evaluate_model(model, prepared, "valid", ks, cfg.eval.batch_size),
+        },
+    }
+    result["model"]["eval_seconds"] = time.perf_counter() - t0
+    names = cfg.eval.baselines if baselines is None else baselines
+    result["baselines"] = evaluate_baselines(prepared, names, "test", ks)
+    train_log = Path(run_dir) / "train_log.json"
+    if train_log.is_file():
+        tl = json.loads(train_log.read_text())
+        result["training"] = {k: tl[k] for k in
+                              ("best_epoch", "wall_s", "time_to_best_s", "stopped", "n_parameters")}
+    (Path(run_dir) / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    (Path(run_dir) / "report.md").write_text(render_report(result, cfg))
+    return result
+
+
+def metrics_table(rows: dict[str, dict], ks: tuple[int, ...]) -> str:
+    """A markdown table, one row per model, HR/NDCG/MRR at each K."""
+    cols = [f"{m}@{k}" for k in ks for m in ("hr", "ndcg")] + [f"mrr@{max(ks)}"]
+    cov = f"coverage@{max(ks)}"
+    head = "| model | " + " | ".join(c.upper() for c in cols) + f" | {cov} |"
+    lines = [head, "|" + "---|" * (len(cols) + 2)]
+    for name, m in rows.items():
+        cells = " | ".join(f"{m.get(c, float('nan')):.4f}" for c in cols)
+        lines.append(f"| {name} | {cells} | {m.get(cov, float('nan')):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_report(result: dict, cfg: RunConfig) -> str:
+    rows = {f"{cfg.model.name} (liverec)": result["model"]["test"]}
+    rows.update(result["baselines"])
+    d = result["data"]
+    lines = [
+        f"# Evaluation report: {cfg.name}\n",
+        f"Data: `{d['source']}` — {d['users']} users, {d['items']} items, "
+        f"{d['interactions']} interactions; {d['test_cases']} test cases.\n",
+        "Protocol: " + "; ".join(result["protocol"].values()) + ".\n",
+        "## Test (full ranking)\n",
+        metrics_table(rows, cfg.eval.ks),
+        "## Validation (model)\n",
+        metrics_table({cfg.model.name: result["model"]["valid"]}, cfg.eval.ks),
+    ]
+    if "training" in result:
+        t = result["training"]
+        lines.append(
+            f"Training: best validation epoch {t['best_epoch']}, {t['wall_s']:.0f} s in all, "
+            f"best reached after {t['time_to_best_s']:.0f} s; {t['n_parameters']:,} parameters; "
+            f"{t['stopped']}.\n"
+        )
+    lines.append("\nConfig:\n\n```json\n" + json.dumps(
+        dataclasses.asdict(cfg), indent=1, default=list) + "\n```\n")
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""A trained model as a directory: JSON + safetensors + Parquet, never pickle.
+
+config.json            model + data settings and the library version (enough to rebuild)
+resolved_config.json   the full RunConfig of the run
+model.safetensors      the weights
+items.parquet          vocabulary: external id, index, title, text, attributes, train count
+metrics.json           written by evaluation
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.torch import load_file, save_file
+
+from liverec.config import ModelConfig, RunConfig, from_dict, to_dict
+from liverec.data.prepare import ItemVocab
+from liverec.errors import ArtifactError
+
+REQUIRED = ("config.json", "model.safetensors", "items.parquet")
+
+
+def library_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("liverec")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+
+
+def save_artifact(run_dir: Path, cfg: RunConfig, model: torch.nn.Module, items: pl.DataFrame,
+                  extra: dict | None = None) -> None:
+    """Write config, weights and vocabulary into ``run_dir`` (created if needed)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": "liverec-run/1",
+        "liverec_version": library_version(),
+        "model": to_dict(model.cfg),
+        "data": to_dict(cfg.data),
+        **(extra or {}),
+    }
+    (run_dir / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (run_dir / "resolved_config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    save_weights(model, run_dir / "model.safetensors")
+    items.write_parquet(run_dir / "items.parquet")
+
+
+def read_meta(run_dir: Path) -> dict:
+    """config.json of a run directory, with a clear error when the directory is not one."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ArtifactError(f"run directory not found: {run_dir}")
+    missing = [f for f in REQUIRED if not (run_dir / f).is_file()]
+    if missing:
+        raise ArtifactError(f"{run_dir} is not a liverec run directory: missing {missing}")
+    try:
+        return json.loads((run_dir / "config.json").read_text())
+    except ValueError as exc:
+        raise ArtifactError(f"{run_dir / 'config.json'}: not valid JSON ({exc})") from None
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / "resolved_config.json"
+    if not path.is_file():
+        raise ArtifactError(f"{run_dir}: missing resolved_config.json")
+    return from_dict(RunConfig, json.loads(path.read_text()))
+
+
+def load_model(run_dir: Path) -> tuple[torch.nn.Module, ItemVocab, pl.DataFrame, dict]:
+    """Rebuild the model, vocabulary and catalogue from a run directory (eval mode)."""
+    from liverec.model import build_model
+
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    mcfg = from_dict(ModelConfig, meta["model"], where="config.json model")
+    items = pl.read_parquet(run_dir / "items.parquet")
+    if items.height != mcfg.n_items:
+        raise ArtifactError(
+            f"{run_dir}: items.parquet has {items.height} items but the model has {mcfg.n_items}"
+        )
+    model = build_model(mcfg)
+    try:
+        state = load_file(str(run_dir / "model.safetensors"))
+        model.load_state_dict(state)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{run_dir / 'model.safetensors'}: cannot load weights: {exc}") from None
+    model.eval()
+    vocab = ItemVocab.from_ids(items.sort("index")["item"].to_list())
+    if not np.array_equal(items.sort("index")["index"].to_numpy(), np.arange(1, mcfg.n_items + 1)):
+        raise ArtifactError(f"{run_dir}: items.parquet indices are not 1..{mcfg.n_items}")
+    return model, vocab, items.sort("index"), meta

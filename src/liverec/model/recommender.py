@@ -1,0 +1,100 @@
+"""The Python API on top of a trained model: recommend for item histories by external id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from liverec.data.prepare import ItemVocab
+from liverec.errors import LiverecError
+from liverec.evaluate.protocol import mask_seen, pad_left
+
+
+class UnknownItemError(LiverecError, KeyError):
+    """A history names item ids the model does not know."""
+
+    def __init__(self, unknown: list[str]) -> None:
+        self.unknown = unknown
+        shown = ", ".join(repr(u) for u in unknown[:10])
+        more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
+        super().__init__(f"unknown item id(s): {shown}{more}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class Recommender:
+    """A trained sequence model with its vocabulary.
+
+    Args:
+        model: a sequence model with ``score(seqs)`` (eval mode).
+        vocab: item vocabulary (external id <-> index).
+        items: catalogue table aligned with the vocabulary.
+        meta: the run's config.json content.
+    """
+
+    def __init__(self, model: torch.nn.Module, vocab: ItemVocab, items: pl.DataFrame,
+                 meta: dict | None = None, run_dir: Path | None = None) -> None:
+        self.model = model.eval()
+        self.vocab = vocab
+        self.items = items
+        self.meta = meta or {}
+        self.run_dir = run_dir
+        self._lookup = vocab.index_map()
+
+    @property
+    def max_len(self) -> int:
+        return self.model.cfg.max_len
+
+    def encode(self, history: Sequence[str], unknown: str = "error") -> np.ndarray:
+        """External ids -> indices. unknown="error" raises UnknownItemError, "ignore" drops."""
+        idx = [self._lookup.get(str(i), 0) for i in history]
+        if unknown == "error" and 0 in idx:
+            raise UnknownItemError([str(h) for h, i in zip(history, idx) if i == 0])
+        return np.array([i for i in idx if i], dtype=np.int64)
+
+    @torch.no_grad()
+    def score_indices(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """Scores of every item for each history of indices. -> (B, N + 1)."""
+        seqs = torch.from_numpy(pad_left(histories, self.max_len))
+        return self.model.score(seqs).float()
+
+    def topk_indices(self, histories: Sequence[np.ndarray], k: int,
+                     exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(indices (B, k), scores (B, k)) of the best items, padding never included."""
+        scores = self.score_indices(histories)
+        if exclude_seen:
+            scores = mask_seen(scores, histories)
+        else:
+            scores[:, 0] = float("-inf")
+        k = max(1, min(k, self.vocab.n_items))
+        top = scores.topk(k, dim=1)
+        return top.indices.numpy(), top.values.numpy()
+
+    def recommend(self, history: Sequence[str], k: int = 10,
+                  exclude_seen: bool = True) -> list[tuple[str, float]]:
+        """Top-k ``(item_id, score)`` for one history of external item ids (oldest first)."""
+        return self.recommend_batch([history], k=k, exclude_seen=exclude_seen)[0]
+
+    def recommend_batch(self, histories: Sequence[Sequence[str]], k: int = 10,
+                        exclude_seen: bool = True) -> list[list[tuple[str, float]]]:
+        """:meth:`recommend` for many histories in one forward pass."""
+        encoded = [self.encode(h) for h in histories]
+        idx, val = self.topk_indices(encoded, k, exclude_seen)
+        out = []
+        for row_idx, row_val in zip(idx, val):
+            keep = np.isfinite(row_val)
+            out.append(list(zip(self.vocab.decode(row_idx[keep]), row_val[keep].tolist())))
+        return out
+
+
+def load(run_dir: str | Path) -> Recommender:
+    """Load a run directory written by ``liverec train`` (no pickle, safetensors + JSON)."""
+    from liverec.model.artifact import load_model
+
+    model, vocab, items, meta = load_model(Path(run_dir))
+    return Recommender(model, vocab, items, meta, Path(run_dir))

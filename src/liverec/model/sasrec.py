@@ -1,0 +1,128 @@
+"""SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018).
+
+Legend: B batch, T sequence length (left-padded, item 0 = padding), D model dimension,
+H heads, N items (+1 padding row), M supervised positions in a batch.
+
+The model reads a user's items in time order; causal self-attention lets position t see only
+items 1..t, so one forward pass trains next-item prediction at every position at once.
+Scores are dot products with the (tied) item table, so ranking the catalogue is one matmul.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from liverec.config import ModelConfig
+from liverec.model.items import IdItemEmbedder
+from liverec.model.losses import next_item_loss
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        assert cfg.d_model % cfg.n_heads == 0, "d_model must be divisible by n_heads"
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.attn_dropout = cfg.attn_dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x (B, T, D)
+        q, k, v = (t.view(B, T, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))  # (B,H,T,D/H)
+        drop = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)  # (B,H,T,D/H)
+        return self.proj(y.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + FFN(LN(x))."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.d_ff),
+            nn.GELU(),
+            nn.Linear(cfg.d_ff, cfg.d_model),
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), mask))  # (B, T, D)
+        return x + self.drop(self.ffn(self.ln2(x)))  # (B, T, D)
+
+
+def attention_mask(seqs: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) boolean: query t may attend key s if s <= t and s is not padding.
+
+    Every position may attend to itself, so padded rows never see an empty key set (which
+    would turn softmax into NaN); their outputs are ignored anyway.
+    """
+    T = seqs.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=seqs.device).tril()  # (T, T)
+    keys = (seqs != 0)[:, None, None, :]  # (B, 1, 1, T)
+    eye = torch.eye(T, dtype=torch.bool, device=seqs.device)
+    return (causal & keys) | eye  # (B, 1, T, T)
+
+
+class SASRec(nn.Module):
+    """Causal transformer over item sequences with a tied item table for scoring."""
+
+    def __init__(self, cfg: ModelConfig, items: nn.Module | None = None) -> None:
+        super().__init__()
+        if cfg.n_items <= 0:
+            raise ValueError("ModelConfig.n_items must be set (catalogue size) before building")
+        self.cfg = cfg
+        self.items = items if items is not None else IdItemEmbedder(cfg)
+        self.pos = nn.Embedding(cfg.max_len, cfg.d_model)
+        nn.init.normal_(self.pos.weight, std=0.02)
+        self.emb_drop = nn.Dropout(cfg.emb_dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> SASRec:
+        return cls(cfg)
+
+    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Hidden state at every position. seqs: (B, T) left-padded item indices, T <= max_len."""
+        B, T = seqs.shape
+        if T > self.cfg.max_len:
+            seqs = seqs[:, -self.cfg.max_len :]
+            T = self.cfg.max_len
+        # positions count from the left edge of a max_len window, so trimming the padding of a
+        # batch (T < max_len) gives exactly the same result as padding to max_len
+        pos = torch.arange(self.cfg.max_len - T, self.cfg.max_len, device=seqs.device)  # (T,)
+        x = self.items(seqs) * (self.cfg.d_model**0.5) + self.pos(pos)  # (B, T, D)
+        x = self.emb_drop(x * (seqs != 0).unsqueeze(-1))  # (B, T, D)
+        mask = attention_mask(seqs)  # (B, 1, T, T)
+        for block in self.blocks:
+            x = block(x, mask)  # (B, T, D)
+        return self.ln_f(x)  # (B, T, D)
+
+    def encode_users(self, seqs: torch.Tensor) -> torch.Tensor:
+        """User vector = hidden state at the last (most recent) position. (B, T) -> (B, D)."""
+        return self.encode(seqs)[:, -1]
+
+    def item_table(self) -> torch.Tensor:
+        """Output item vectors, (N + 1, D); row 0 is padding and never recommended."""
+        return self.items.table()
+
+    def score(self, seqs: torch.Tensor, item_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of all items (B, N + 1), or of given items (B, K) when item_ids is (B, K)."""
+        u = self.encode_users(seqs)  # (B, D)
+        table = self.item_table()
+        if item_ids is None:
+            return u @ table.T  # (B, N + 1)
+        return torch.einsum("bd,bkd->bk", u, table[item_ids])  # (B, K)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Training loss. batch["input"], batch["target"]: (B, T); target 0 = no supervision."""
+        h = self.encode(batch["input"])  # (B, T, D)
+        sel = batch["target"] != 0  # (B, T)
+        return next_item_loss(h[sel], batch["target"][sel], self.item_table(), self.cfg)

@@ -1,0 +1,1 @@
+"""Training: batches, optimisers and schedules, the loop with early stopping."""

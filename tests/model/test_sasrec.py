@@ -1,0 +1,58 @@
+import dataclasses
+
+import pytest
+import torch
+
+from liverec.model import build_model
+from liverec.model.sasrec import attention_mask
+
+
+@pytest.fixture
+def model(tiny_model_config):
+    torch.manual_seed(0)
+    return build_model(tiny_model_config).eval()
+
+
+def test_shapes(model, tiny_model_config):
+    seqs = torch.tensor([[0, 0, 3, 4], [1, 2, 3, 4]])
+    n = tiny_model_config.n_items + 1
+    assert model.encode(seqs).shape == (2, 4, 8)
+    assert model.encode_users(seqs).shape == (2, 8)
+    assert model.score(seqs).shape == (2, n)
+    some = model.score(seqs, torch.tensor([[5, 6, 7], [1, 2, 3]]))
+    assert torch.allclose(some, model.score(seqs).gather(1, torch.tensor([[5, 6, 7], [1, 2, 3]])),
+                          atol=1e-5)
+
+
+def test_causal_future_does_not_leak(model):
+    a = torch.tensor([[0, 1, 2, 3, 4]])
+    b = torch.tensor([[0, 1, 2, 3, 9]])
+    assert torch.allclose(model.encode(a)[:, :4], model.encode(b)[:, :4], atol=1e-6)
+
+
+def test_padding_trim_equals_full_padding(model, tiny_model_config):
+    short = torch.tensor([[0, 5, 6, 7]])
+    full = torch.zeros(1, tiny_model_config.max_len, dtype=torch.long)
+    full[0, -3:] = torch.tensor([5, 6, 7])
+    assert torch.allclose(model.encode_users(short), model.encode_users(full), atol=1e-5)
+
+
+def test_mask_never_empty():
+    m = attention_mask(torch.tensor([[0, 0, 1]]))
+    assert m.any(-1).all()
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled"])
+def test_losses_finite_and_backprop(tiny_model_config, loss):
+    cfg = dataclasses.replace(tiny_model_config, loss=loss, n_negatives=10)
+    model = build_model(cfg)
+    batch = {"input": torch.tensor([[0, 1, 2], [3, 4, 5]]),
+             "target": torch.tensor([[0, 2, 3], [4, 5, 6]])}
+    value = model(batch)
+    value.backward()
+    assert torch.isfinite(value) and model.items.emb.weight.grad is not None
+
+
+def test_unknown_model_name(tiny_model_config):
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model(dataclasses.replace(tiny_model_config, name="nope"))

@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import torch
+
+import liverec
+from liverec.evaluate.protocol import evaluate_model
+from liverec.model.artifact import load_model
+from liverec.train.batches import TrainBatches
+
+
+def test_learns_the_known_answer(trained_run, known_answer_data):
+    out, result = trained_run
+    assert result.best_valid["hr@1" if "hr@1" in result.best_valid else "hr@5"] > 0.9
+    model, *_ = load_model(out)
+    test = evaluate_model(model, known_answer_data, "test", ks=(1, 5))
+    assert test["hr@1"] > 0.9, test
+
+
+def test_run_directory_contents(trained_run):
+    out, result = trained_run
+    for name in ("config.json", "model.safetensors", "items.parquet", "resolved_config.json",
+                 "train_log.json", "training_curve.png"):
+        assert (out / name).is_file(), name
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["best_epoch"] == result.best_epoch and len(log["epochs"]) >= 1
+    assert not list(out.glob("*.pt")) and not list(out.glob("*.pkl"))
+
+
+def test_save_load_gives_same_scores(trained_run, known_answer_data):
+    out, _ = trained_run
+    a, *_ = load_model(out)
+    b, *_ = load_model(out)
+    seqs = torch.tensor([[0, 1, 2, 3], [5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.equal(a.score(seqs), b.score(seqs))
+
+
+def test_recommend_next_item_and_batch_equals_single(trained_run):
+    out, _ = trained_run
+    m = liverec.load(out)
+    top = m.recommend(["10", "11", "12"], k=3)
+    assert top[0][0] == "13" and all(isinstance(i, str) for i, _ in top)
+    histories = [["1", "2"], ["40", "41", "42", "43"], ["49", "0"]]
+    batch = m.recommend_batch(histories, k=5)
+    for h, b in zip(histories, batch):
+        single = m.recommend(h, k=5)
+        assert [i for i, _ in single] == [i for i, _ in b]
+        assert np.allclose([s for _, s in single], [s for _, s in b], atol=1e-5)
+    seen = m.recommend(["10", "11"], k=50, exclude_seen=True)
+    assert {"10", "11"}.isdisjoint(i for i, _ in seen) and len(seen) == 48
+    assert len(m.recommend(["10", "11"], k=50, exclude_seen=False)) == 50
+
+
+def test_unknown_item_is_named(trained_run):
+    import pytest
+
+    from liverec.model.recommender import UnknownItemError
+
+    m = liverec.load(trained_run[0])
+    with pytest.raises(UnknownItemError, match="'nope'"):
+        m.recommend(["1", "nope"])
+
+
+def test_batches_cover_every_target_once(known_answer_data):
+    seqs = known_answer_data.train_sequences()
+    tb = TrainBatches(seqs, max_len=16, batch_size=32, seed=1)
+    n = sum(int((b["target"] != 0).sum()) for b in tb)
+    assert n == sum(min(len(s), 17) - 1 for s in seqs) == tb.n_targets
+    for b in tb:  # input is target shifted by one
+        assert torch.equal(b["input"][:, 1:][b["target"][:, :-1] != 0],
+                           b["target"][:, :-1][b["target"][:, :-1] != 0])
