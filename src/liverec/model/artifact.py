@@ -93,7 +93,8 @@ def load_model(run_dir: Path) -> tuple[torch.nn.Module, ItemVocab, pl.DataFrame,
         state = load_file(str(run_dir / "model.safetensors"))
         model.load_state_dict(state)
     except (RuntimeError, OSError, ValueError) as exc:
-        raise ArtifactError(f"{run_dir / 'model.safetensors'}: cannot load weights: {exc}") from None
+        weights = run_dir / "model.safetensors"
+        raise ArtifactError(f"{weights}: cannot load weights: {exc}") from None
     model.eval()
     vocab = ItemVocab.from_ids(items.sort("index")["item"].to_list())
     if not np.array_equal(items.sort("index")["index"].to_numpy(), np.arange(1, mcfg.n_items + 1)):
