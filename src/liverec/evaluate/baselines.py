@@ -30,8 +30,9 @@ def user_item_matrix(histories: Sequence[np.ndarray], n_items: int) -> sp.csr_ma
     cols = np.concatenate(histories).astype(np.int64)
     m = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)),
                       shape=(len(histories), n_items + 1))
-    m.data[:] = 1.0  # duplicates were summed
-    return m
+    m.sum_duplicates()
+    m.data[:] = 1.0  # repeated interactions count once
+    return m.tocsr()
 
 
 class Popularity:

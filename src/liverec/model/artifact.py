@@ -70,6 +70,7 @@ def read_meta(run_dir: Path) -> dict:
 
 
 def read_run_config(run_dir: Path) -> RunConfig:
+    read_meta(run_dir)  # a clear error when run_dir is not a run directory
     path = Path(run_dir) / "resolved_config.json"
     if not path.is_file():
         raise ArtifactError(f"{run_dir}: missing resolved_config.json")
