@@ -101,6 +101,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), serve=not args.no_serve, port=args.port)
 
 
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from liverec.compress.pipeline import compress_run, student_overrides
+    from liverec.compress.report import render_markdown
+    from liverec.compress.variants import CompressConfig
+
+    cc = CompressConfig(
+        int8=args.int8, half=args.half or "", prune=args.prune,
+        prune_kinds=("structured",) if args.structured else ("magnitude",),
+        distill=student_overrides(args.distill), onnx=args.onnx,
+        finetune_epochs=args.finetune_epochs, distill_epochs=args.distill_epochs,
+        report=not args.no_report, threads=args.threads,
+    )
+    result = compress_run(Path(args.run_dir), Path(args.out), cc)
+    for name, path in result["variants"].items():
+        print(f"{name}: {path}")
+    if result["report"]:
+        print("\n" + render_markdown(result["report"]))
+        print("wrote " + ", ".join(str(p) for p in result["files"]))
+    return 0
+
+
 def _print_metrics(metrics: dict, ks: tuple[int, ...]) -> None:
     from liverec.evaluate.report import metrics_table
 
@@ -145,7 +166,31 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
-COMMANDS: list[Callable] = [_add_train, _add_eval, _add_demo]
+def _add_compress(sub) -> None:
+    p = sub.add_parser("compress", help="int8 / pruned / distilled / ONNX variants + report",
+                       description="Build compressed variants of a trained run (each a run "
+                                   "directory that 'liverec.load' and 'liverec serve' accept) "
+                                   "and compare them with it: NDCG@20, HR@20, size, latency.")
+    p.add_argument("run_dir", help="a run directory written by 'liverec train'")
+    p.add_argument("--out", required=True, help="folder for the variant run directories")
+    p.add_argument("--int8", action="store_true", help="int8 linear layers and item table")
+    p.add_argument("--half", choices=("bf16", "fp16"), help="a bf16 or fp16 variant")
+    p.add_argument("--prune", type=float, default=0.0, metavar="RATIO",
+                   help="prune this share of weights (or heads/FFN units with --structured)")
+    p.add_argument("--structured", action="store_true",
+                   help="structured pruning (heads, FFN units; smaller tensors)")
+    p.add_argument("--distill", nargs="*", metavar="STUDENT",
+                   help="distil into a student: a ModelConfig JSON file or key=value items "
+                        "(no value: d_model=16 n_layers=1 n_heads=1 d_ff=64)")
+    p.add_argument("--onnx", action="store_true", help="ONNX Runtime variants (fp32 and int8)")
+    p.add_argument("--finetune-epochs", type=int, default=3, help="fine-tune after pruning")
+    p.add_argument("--distill-epochs", type=int, default=10, help="student training epochs")
+    p.add_argument("--threads", type=int, default=1, help="threads while measuring latency")
+    p.add_argument("--no-report", action="store_true", help="build the variants only")
+    p.set_defaults(func=_cmd_compress)
+
+
+COMMANDS: list[Callable] = [_add_train, _add_eval, _add_demo, _add_compress]
 
 
 def build_parser() -> argparse.ArgumentParser:

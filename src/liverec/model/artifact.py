@@ -89,13 +89,20 @@ def load_model(run_dir: Path) -> tuple[torch.nn.Module, ItemVocab, pl.DataFrame,
         raise ArtifactError(
             f"{run_dir}: items.parquet has {items.height} items but the model has {mcfg.n_items}"
         )
-    model = build_model(mcfg)
-    try:
-        state = load_file(str(run_dir / "model.safetensors"))
-        model.load_state_dict(state)
-    except (RuntimeError, OSError, ValueError) as exc:
-        weights = run_dir / "model.safetensors"
-        raise ArtifactError(f"{weights}: cannot load weights: {exc}") from None
+    if meta.get("compression"):
+        # compressed variants (int8, pruned, distilled, ONNX) rebuild their own module types;
+        # imported lazily because compress sits above model in the import order
+        from liverec.compress.loader import load_variant
+
+        model = load_variant(run_dir, mcfg, meta)
+    else:
+        model = build_model(mcfg)
+        try:
+            state = load_file(str(run_dir / "model.safetensors"))
+            model.load_state_dict(state)
+        except (RuntimeError, OSError, ValueError) as exc:
+            weights = run_dir / "model.safetensors"
+            raise ArtifactError(f"{weights}: cannot load weights: {exc}") from None
     model.eval()
     vocab = ItemVocab.from_ids(items.sort("index")["item"].to_list())
     if not np.array_equal(items.sort("index")["index"].to_numpy(), np.arange(1, mcfg.n_items + 1)):

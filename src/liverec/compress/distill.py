@@ -1,0 +1,105 @@
+"""Knowledge distillation into a smaller SASRec (fewer layers / smaller dimension).
+
+Legend: M supervised positions in a batch, D dimension, N items (without padding).
+
+loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))   over the full catalogue
+     + (1 - alpha) * CE(student, true next item)                        at every position
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from liverec.compress.finetune import finetune
+from liverec.config import ModelConfig, TrainConfig, apply_overrides, from_dict, to_dict
+from liverec.data.prepare import Prepared
+from liverec.model import build_model
+from liverec.model.sasrec import SASRec
+
+log = logging.getLogger(__name__)
+
+
+def student_config(teacher: ModelConfig, overrides: Sequence[str] | Mapping) -> ModelConfig:
+    """The teacher's config with ``key=value`` overrides (``d_model=16``, ``model.n_layers=1``).
+
+    Also accepts a mapping (e.g. read from a JSON file).
+    """
+    if isinstance(overrides, Mapping):
+        return from_dict(ModelConfig, {**to_dict(teacher), **overrides}, where="student")
+    from liverec.config import RunConfig
+
+    items = [o if o.startswith("model.") else f"model.{o}" for o in overrides]
+    return apply_overrides(RunConfig(model=teacher), items).model
+
+
+def init_from_teacher(student: SASRec, teacher: SASRec) -> bool:
+    """Start the student's item table at the teacher's top principal directions (SVD).
+
+    Only possible when the student's table is a learned parameter (id embeddings).
+    Returns whether it was done.
+    """
+    table = student.item_table()
+    if not isinstance(table, nn.Parameter):
+        return False
+    with torch.no_grad():
+        t = teacher.item_table().detach().float()  # (N + 1, D_t)
+        _, _, vh = torch.linalg.svd(t[1:], full_matrices=False)  # vh: (D_t, D_t)
+        d = min(table.shape[1], vh.shape[0])
+        proj = t @ vh[:d].T  # (N + 1, d)
+        proj *= (teacher.cfg.d_model / student.cfg.d_model) ** 0.25  # input scale sqrt(D)
+        table.zero_()
+        table[:, :d] = proj
+        table[0] = 0
+    return True
+
+
+def distill_loss(student: SASRec, teacher: SASRec, batch: dict[str, torch.Tensor],
+                 temperature: float, alpha: float) -> torch.Tensor:
+    """KL to the teacher's full-catalogue softmax plus CE on the true next item."""
+    sel = batch["target"] != 0  # (B, T)
+    target = batch["target"][sel] - 1  # (M,) class c = item c + 1
+    with torch.no_grad():
+        t_logits = teacher.encode(batch["input"])[sel] @ teacher.item_table()[1:].T  # (M, N)
+    s_logits = student.encode(batch["input"])[sel] @ student.item_table()[1:].T  # (M, N)
+    ce = F.cross_entropy(s_logits, target)
+    if alpha <= 0:
+        return ce
+    kl = F.kl_div(F.log_softmax(s_logits / temperature, -1),
+                  F.log_softmax(t_logits.float() / temperature, -1),
+                  log_target=True, reduction="batchmean")
+    return alpha * temperature**2 * kl + (1 - alpha) * ce
+
+
+def distill(teacher: SASRec, prepared: Prepared, student_cfg: ModelConfig, tc: TrainConfig,
+            epochs: int, temperature: float = 2.0, alpha: float = 0.5) -> tuple[SASRec, dict]:
+    """Train a student of ``student_cfg`` on the teacher's distribution and the true items.
+
+    Args:
+        teacher: the trained model (kept frozen, eval mode).
+        prepared: training data in the teacher's vocabulary, with a validation split.
+        student_cfg: the student's ModelConfig (``n_items`` is taken from the teacher).
+        tc: optimiser settings.
+        epochs: training epochs (best validation epoch kept).
+        temperature: softmax temperature T for the KL term.
+        alpha: weight of the KL term (1 - alpha on the cross-entropy).
+
+    Returns:
+        (student in eval mode, fine-tune log).
+    """
+    student_cfg = dataclasses.replace(student_cfg, n_items=teacher.cfg.n_items)
+    torch.manual_seed(tc.seed)
+    student = build_model(student_cfg)
+    svd = init_from_teacher(student, teacher)
+    teacher.eval()  # its logits are computed under no_grad; its weights stay untouched
+    result = finetune(
+        student, prepared, tc, epochs,
+        loss_fn=lambda m, b: distill_loss(m, teacher, b, temperature, alpha),
+    )
+    result["svd_init"] = svd
+    return student, result

@@ -1,0 +1,193 @@
+"""The trade-off report: every variant beside the fp32 reference, same split, same inputs,
+one run. Quality (full-ranking NDCG@20, HR@20, top-10 agreement with fp32), size (bytes on
+disk, stored weight elements), batch-1 latency (p50/p99, variants interleaved) and
+batch-B throughput. Writes JSON, markdown and a plot (NDCG@20 vs latency, marker = size).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from liverec.data.prepare import Prepared
+from liverec.evaluate.protocol import evaluate_model, mask_seen, pad_left
+from liverec.model.artifact import load_model
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "*.onnx")
+
+
+def weight_bytes(run_dir: Path) -> int:
+    """Bytes of the weight files (model.safetensors and any .onnx), catalogue excluded."""
+    return sum(p.stat().st_size for pat in WEIGHT_FILES for p in Path(run_dir).glob(pat))
+
+
+def weight_elements(run_dir: Path) -> int:
+    """Stored weight elements (any dtype) in model.safetensors and .onnx initializers."""
+    from safetensors import safe_open
+
+    n = 0
+    with safe_open(str(Path(run_dir) / "model.safetensors"), "pt") as f:
+        for key in f.keys():
+            n += int(np.prod(f.get_slice(key).get_shape()))
+    for path in Path(run_dir).glob("*.onnx"):
+        import onnx
+
+        n += sum(int(np.prod(t.dims)) for t in onnx.load(str(path)).graph.initializer)
+    return n
+
+
+def _time_score(model, seqs: torch.Tensor) -> float:
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        model.score(seqs)
+    return time.perf_counter() - t0
+
+
+def latency(models: dict, histories: list[np.ndarray], repeats: int) -> dict[str, list[float]]:
+    """Batch-1 ``score`` seconds per call; variants interleaved call by call (same inputs)."""
+    names = list(models)
+    seqs = {n: [torch.from_numpy(pad_left([h], models[n].cfg.max_len)) for h in histories]
+            for n in names}
+    for n in names:  # warm-up (lazy init, allocator, ORT arena)
+        for s in seqs[n][:5]:
+            _time_score(models[n], s)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    rng = np.random.default_rng(0)
+    for _ in range(repeats):
+        for i in range(len(histories)):
+            for n in rng.permutation(names):
+                times[n].append(_time_score(models[n], seqs[n][i]))
+    return times
+
+
+def throughput(models: dict, histories: list[np.ndarray], batch: int,
+               repeats: int) -> dict[str, float]:
+    """Sequences per second at batch ``batch`` (median over interleaved repeats)."""
+    hist = (histories * (batch // max(len(histories), 1) + 1))[:batch]
+    times: dict[str, list[float]] = {n: [] for n in models}
+    for m in models.values():
+        _time_score(m, torch.from_numpy(pad_left(hist, m.cfg.max_len)))
+    for _ in range(repeats):
+        for n, m in models.items():
+            times[n].append(_time_score(m, torch.from_numpy(pad_left(hist, m.cfg.max_len))))
+    return {n: batch / float(np.median(t)) for n, t in times.items()}
+
+
+def top10(model, histories: list[np.ndarray]) -> np.ndarray:
+    with torch.no_grad():
+        s = model.score(torch.from_numpy(pad_left(histories, model.cfg.max_len))).float()
+    return mask_seen(s, histories).topk(10, dim=1).indices.numpy()  # (B, 10)
+
+
+def overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean share of shared items between two top-10 lists, row by row."""
+    return float(np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(a, b)]))
+
+
+def compare(variants: dict[str, Path], prepared: Prepared, bench_histories: int = 200,
+            repeats: int = 5, throughput_batch: int = 256, throughput_repeats: int = 5,
+            threads: int = 1) -> dict:
+    """Measure every run directory in ``variants`` (the first is the reference)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # before loading: ONNX Runtime sessions copy it
+    try:
+        models = {n: load_model(p)[0] for n, p in variants.items()}
+        _, histories, _ = prepared.eval_cases("test")
+        idx = np.random.default_rng(0).permutation(len(histories))[:bench_histories]
+        bench = [histories[i] for i in idx]
+        ref_top = top10(models[next(iter(models))], bench)
+        lat = latency(models, bench, repeats)
+        thr = throughput(models, bench, throughput_batch, throughput_repeats)
+        rows = {}
+        for n, m in models.items():
+            q = evaluate_model(m, prepared, "test", (10, 20))
+            t = np.array(lat[n]) * 1e3
+            rows[n] = {"run_dir": str(variants[n]), "ndcg@20": q["ndcg@20"], "hr@20": q["hr@20"],
+                       "ndcg@10": q["ndcg@10"], "top10_overlap_fp32": overlap(top10(m, bench),
+                                                                              ref_top),
+                       "weight_bytes": weight_bytes(variants[n]),
+                       "weight_elements": weight_elements(variants[n]),
+                       "p50_ms": float(np.median(t)), "p99_ms": float(np.percentile(t, 99)),
+                       f"throughput_b{throughput_batch}": thr[n]}
+    finally:
+        torch.set_num_threads(before)
+    return {"reference": next(iter(rows)), "threads": threads, "cases": len(histories),
+            "latency_calls": len(bench) * repeats, "throughput_batch": throughput_batch,
+            "variants": _with_ratios(rows, throughput_batch)}
+
+
+def _with_ratios(rows: dict, batch: int) -> dict:
+    ref = rows[next(iter(rows))]
+    for r in rows.values():
+        r["ndcg@20_rel"] = r["ndcg@20"] / max(ref["ndcg@20"], 1e-12)
+        r["smaller_x"] = ref["weight_bytes"] / r["weight_bytes"]
+        r["speedup_p50_x"] = ref["p50_ms"] / r["p50_ms"]
+        r["throughput_x"] = r[f"throughput_b{batch}"] / ref[f"throughput_b{batch}"]
+    return rows
+
+
+def render_markdown(result: dict, title: str = "Compression trade-offs") -> str:
+    b = result["throughput_batch"]
+    lines = [
+        f"# {title}\n",
+        f"Reference: `{result['reference']}`. Test split, full ranking, {result['cases']} users; "
+        f"latency = `model.score` over the full catalogue at batch 1, {result['latency_calls']} "
+        f"calls per variant (interleaved), {result['threads']} thread(s); throughput at batch "
+        f"{b} (median of repeats). Sizes are the weight files (catalogue excluded).\n",
+        f"| variant | NDCG@20 | rel. | HR@20 | top-10 overlap | MB | smaller | weights | "
+        f"p50 ms | p99 ms | speed-up | seq/s (b{b}) | x |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n, r in result["variants"].items():
+        lines.append(
+            f"| {n} | {r['ndcg@20']:.4f} | {r['ndcg@20_rel']:.1%} | {r['hr@20']:.4f} | "
+            f"{r['top10_overlap_fp32']:.2f} | {r['weight_bytes'] / 1e6:.3f} | "
+            f"{r['smaller_x']:.2f}x | {r['weight_elements']:,} | {r['p50_ms']:.3f} | "
+            f"{r['p99_ms']:.3f} | {r['speedup_p50_x']:.2f}x | {r[f'throughput_b{b}']:.0f} | "
+            f"{r['throughput_x']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    """NDCG@20 against batch-1 p50 latency; marker area proportional to weight bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["variants"]
+    biggest = max(r["weight_bytes"] for r in rows.values())
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for n, r in rows.items():
+        ax.scatter(r["p50_ms"], r["ndcg@20"], s=40 + 800 * r["weight_bytes"] / biggest, alpha=0.6)
+        ax.annotate(n, (r["p50_ms"], r["ndcg@20"]), textcoords="offset points", xytext=(6, 6))
+    ax.set_xlabel("batch-1 latency p50 (ms)")
+    ax.set_ylabel("NDCG@20 (test, full ranking)")
+    ax.set_title("Compression: quality vs latency (marker area = weight size)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(result: dict, out_dir: Path, stem: str = "compression",
+                 title: str = "Compression trade-offs") -> list[Path]:
+    """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.png"]
+    paths[0].write_text(json.dumps(result, indent=2) + "\n")
+    paths[1].write_text(render_markdown(result, title))
+    try:
+        plot(result, paths[2])
+    except (ImportError, ValueError, OSError) as exc:
+        log.warning("could not draw the trade-off plot: %s", exc)
+        paths.pop()
+    return paths

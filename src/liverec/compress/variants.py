@@ -1,0 +1,195 @@
+"""Build compressed variants of a trained run and write each as a loadable run directory.
+
+Each variant directory has the usual files (config.json, resolved_config.json,
+model.safetensors, items.parquet; model.onnx for ONNX) and ``"compression": {...}`` in
+config.json, which :func:`liverec.compress.loader.load_variant` reads back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from liverec.compress.distill import distill, student_config
+from liverec.compress.export import ONNX_FILE, OnnxSASRec, export_onnx
+from liverec.compress.finetune import finetune
+from liverec.compress.modules import Int8TableEmbedder, TableEmbedder
+from liverec.compress.prune import (
+    apply_masks,
+    magnitude_prune,
+    sparsity_of,
+    structured_prune,
+)
+from liverec.compress.quantize import quantize_int8, to_half
+from liverec.config import RunConfig, TrainConfig
+from liverec.data.prepare import Prepared
+from liverec.model.artifact import load_model, read_run_config, save_artifact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """Which variants to build and how, and how to measure them."""
+
+    int8: bool = True
+    half: str = ""  # "" (none), "bf16" or "fp16"
+    prune: float = 0.0  # share of weights (magnitude) or heads/FFN units (structured); 0 = off
+    prune_kinds: tuple[str, ...] = ("structured",)  # "structured" and/or "magnitude"
+    distill: tuple[str, ...] = ()  # student ModelConfig overrides "key=value"; empty = off
+    onnx: bool = False  # ONNX Runtime fp32 and int8
+    onnx_of: tuple[str, ...] = ()  # also export these built variants to ONNX ("distilled")
+    finetune_epochs: int = 3  # after pruning
+    distill_epochs: int = 10
+    temperature: float = 2.0
+    alpha: float = 0.5  # weight of the KL term in distillation
+    lr: float = 0.0  # 0 = the run's learning rate
+    report: bool = True
+    bench_histories: int = 200  # test histories timed at batch 1
+    repeats: int = 5  # passes over them (variants interleaved)
+    throughput_batch: int = 256
+    throughput_repeats: int = 5
+    threads: int = 1  # torch / ONNX Runtime intra-op threads while measuring
+
+
+@dataclass
+class Source:
+    """The fp32 reference run, loaded once."""
+
+    run_dir: Path
+    cfg: RunConfig
+    model: torch.nn.Module
+    items: pl.DataFrame
+
+
+def load_source(run_dir: Path) -> Source:
+    model, _, items, meta = load_model(Path(run_dir))
+    if meta.get("compression"):
+        raise ValueError(f"{run_dir} is already a compressed variant; compress the fp32 run")
+    return Source(Path(run_dir), read_run_config(run_dir), model, items)
+
+
+def write_variant(src: Source, out: Path, model: torch.nn.Module, compression: dict) -> Path:
+    """Save ``model`` as a run directory beside the source's config and catalogue."""
+    cfg = dataclasses.replace(src.cfg, model=model.cfg, name=f"{src.cfg.name}-{out.name}")
+    save_artifact(out, cfg, model, src.items,
+                  extra={"compression": {"source": str(src.run_dir), **compression}})
+    log.info("wrote %s variant to %s", compression["method"], out)
+    return out
+
+
+def finetune_config(src: Source, cc: CompressConfig) -> TrainConfig:
+    tc = src.cfg.train
+    return dataclasses.replace(tc, lr=cc.lr or tc.lr, progress=False,
+                               warmup_steps=min(tc.warmup_steps, 20))
+
+
+def build_int8(src: Source, out: Path) -> Path:
+    return write_variant(src, out, quantize_int8(src.model),
+                         {"method": "int8", "linear": "int8 per-row weights, dynamic activations",
+                          "table": "int8 per-row scale"})
+
+
+def build_half(src: Source, out: Path, dtype: str) -> Path:
+    return write_variant(src, out, to_half(src.model, dtype), {"method": "half", "dtype": dtype})
+
+
+def build_magnitude(src: Source, out: Path, ratio: float, cc: CompressConfig,
+                    prepared: Prepared) -> Path:
+    model, masks = magnitude_prune(src.model, ratio)
+    log_ = finetune(model, prepared, finetune_config(src, cc), cc.finetune_epochs,
+                    after_step=lambda _: apply_masks(masks))
+    return write_variant(src, out, model, {"method": "magnitude", "sparsity": sparsity_of(model),
+                                           "finetune": _summary(log_)})
+
+
+def build_structured(src: Source, out: Path, ratio: float, cc: CompressConfig,
+                     prepared: Prepared) -> Path:
+    model, layers = structured_prune(src.model, ratio)
+    log_ = finetune(model, prepared, finetune_config(src, cc), cc.finetune_epochs)
+    return write_variant(src, out, model, {"method": "structured", "ratio": ratio,
+                                           "layers": layers, "finetune": _summary(log_)})
+
+
+def build_distilled(src: Source, out: Path, cc: CompressConfig, prepared: Prepared) -> Path:
+    student_cfg = student_config(src.model.cfg, cc.distill)
+    tc = dataclasses.replace(finetune_config(src, cc), warmup_steps=src.cfg.train.warmup_steps)
+    student, log_ = distill(src.model, prepared, student_cfg, tc, cc.distill_epochs,
+                            cc.temperature, cc.alpha)
+    teacher_n = sum(p.numel() for p in src.model.parameters())
+    return write_variant(src, out, student, {
+        "method": "distill", "student": list(cc.distill), "temperature": cc.temperature,
+        "alpha": cc.alpha, "teacher_parameters": teacher_n,
+        "student_parameters": sum(p.numel() for p in student.parameters()),
+        "svd_init": log_["svd_init"], "finetune": _summary(log_),
+    })
+
+
+def build_onnx(src: Source, out: Path, int8: bool, model: torch.nn.Module | None = None,
+               origin: str = "fp32") -> Path:
+    """ONNX Runtime variant of ``model`` (default the fp32 source; or a pruned/distilled one)."""
+    model = src.model if model is None else model
+    out.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, out / ONNX_FILE, int8=int8)
+    table = model.item_table().detach().float()
+    items = Int8TableEmbedder.from_table(table) if int8 else TableEmbedder.from_table(table)
+    wrapper = OnnxSASRec(model.cfg, items, out / ONNX_FILE)
+    return write_variant(src, out, wrapper, {
+        "method": "onnx", "onnx_file": ONNX_FILE, "runtime": "onnxruntime", "from": origin,
+        "weights": "int8 (onnxruntime quantize_dynamic, per channel)" if int8 else "fp32",
+        "table": "int8" if int8 else "fp32",
+    })
+
+
+def build_variants(run_dir: Path, out_dir: Path, cc: CompressConfig,
+                   prepared: Prepared | None = None) -> dict[str, Path]:
+    """Build every variant ``cc`` asks for under ``out_dir``; returns name -> run directory.
+
+    ``prepared`` (the run's data in its vocabulary) is needed for pruning and distillation;
+    it is loaded from the run's DataConfig when not given.
+    """
+    src = load_source(run_dir)
+    out_dir = Path(out_dir)
+    needs_data = cc.prune > 0 or bool(cc.distill)
+    if needs_data and prepared is None:
+        prepared = prepare_for(run_dir)
+    made: dict[str, Path] = {}
+    if cc.int8:
+        made["int8"] = build_int8(src, out_dir / "int8")
+    if cc.half:
+        made[cc.half] = build_half(src, out_dir / cc.half, cc.half)
+    pct = round(100 * cc.prune)
+    for kind in cc.prune_kinds if cc.prune > 0 else ():
+        build = {"magnitude": build_magnitude, "structured": build_structured}[kind]
+        made[f"{kind}{pct}"] = build(src, out_dir / f"{kind}{pct}", cc.prune, cc, prepared)
+    if cc.distill:
+        made["distilled"] = build_distilled(src, out_dir / "distilled", cc, prepared)
+    if cc.onnx:
+        made["onnx-fp32"] = build_onnx(src, out_dir / "onnx-fp32", int8=False)
+        made["onnx-int8"] = build_onnx(src, out_dir / "onnx-int8", int8=True)
+    for name in cc.onnx_of:
+        if name not in made:
+            raise ValueError(f"onnx_of: no variant {name!r} was built; built: {sorted(made)}")
+        model = load_model(made[name])[0]
+        made[f"{name}-onnx"] = build_onnx(src, out_dir / f"{name}-onnx", False, model, name)
+    return made
+
+
+def prepare_for(run_dir: Path) -> Prepared:
+    """The run's data (its DataConfig) mapped onto the run's vocabulary."""
+    from liverec.data.pipeline import load_and_prepare
+    from liverec.data.prepare import ItemVocab
+
+    items = pl.read_parquet(Path(run_dir) / "items.parquet").sort("index")
+    vocab = ItemVocab.from_ids(items["item"].to_list())
+    return load_and_prepare(read_run_config(run_dir).data, vocab=vocab)
+
+
+def _summary(log_: dict) -> dict:
+    return {"epochs": len(log_["epochs"]), "best_epoch": log_["best_epoch"],
+            "best_valid": log_["best_valid"]}
