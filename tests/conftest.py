@@ -63,3 +63,23 @@ def trained_run(tiny_run_config, known_answer_data, tmp_path_factory):
     cfg = dataclasses.replace(tiny_run_config, model=model)
     result = train(cfg, known_answer_data, out)
     return out, result
+
+
+def titled_cyclic_dataset(n_users: int = 200, n_items: int = 40, seed: int = 0) -> Dataset:
+    """The cyclic known-answer data with a catalogue: item i is titled by its family (i // 5)."""
+    base = cyclic_dataset(n_users, n_items, seed)
+    ids = [str(i) for i in range(n_items)]
+    items = pl.DataFrame({
+        "item": ids,
+        "title": [f"product {i} family{i // 5}" for i in range(n_items)],
+        "text": [""] * n_items,
+        "attributes": [[f"family:f{i // 5}", "17"] for i in range(n_items)],
+    })
+    return Dataset("titled", base.interactions, items)
+
+
+@pytest.fixture
+def text_cache(tmp_path, monkeypatch):
+    """An empty, private on-disk cache (text vectors and prepared data) for one test."""
+    monkeypatch.setenv("LIVEREC_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"

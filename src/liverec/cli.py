@@ -59,14 +59,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _resolve_config(args)
     if args.name:
         cfg = dataclasses.replace(cfg, name=args.name)
+    init_state = None
+    if args.init:
+        from liverec.train.setup import inherit_model_config, pretrained_state
+
+        cfg = inherit_model_config(cfg, Path(args.init), args.overrides)
+        init_state = pretrained_state(Path(args.init))
     out = Path(args.out)
     t0 = time.perf_counter()
     prepared = load_and_prepare(cfg.data)
     print(f"data: {prepared.name}: {prepared.stats['users']:,} users, "
           f"{prepared.stats['items']:,} items, {prepared.stats['interactions']:,} interactions "
           f"({time.perf_counter() - t0:.1f}s)")
-    result = train(cfg, prepared, out)
-    print(f"trained {result.n_parameters:,} parameters in {result.wall_s:.0f}s; best validation "
+    result = train(cfg, prepared, out, init_state=init_state)
+    print(f"trained {result.n_trainable:,} of {result.n_parameters:,} parameters in "
+          f"{result.wall_s:.0f}s; best validation "
           f"NDCG@10 {result.best_valid.get('ndcg@10', 0):.4f} at epoch {result.best_epoch} "
           f"({result.stopped})")
     if args.eval:
@@ -139,6 +146,10 @@ def _add_train(sub) -> None:
     _config_args(p)
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--name", help="a name for the run (shown in reports)")
+    p.add_argument("--init", metavar="RUN_DIR",
+                   help="start from a pretrained run (same or another catalogue; text-aware "
+                        "models transfer across catalogues); its model settings are used, "
+                        "model.* --set overrides (e.g. model.finetune=lora) still apply")
     p.add_argument("--no-eval", dest="eval", action="store_false",
                    help="skip the test evaluation after training")
     p.add_argument("--no-baselines", action="store_true", help="evaluate without baselines")

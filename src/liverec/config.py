@@ -67,6 +67,21 @@ class ModelConfig:
     loss: str = "ce"  # "ce" = full softmax; "sampled" = sampled softmax (large catalogues)
     n_negatives: int = 256  # for the sampled softmax
     label_smoothing: float = 0.0
+    # item representation (model/items.py registry): "id", "text" (frozen LM vectors through
+    # a trainable adaptor) or "fusion" (id + text)
+    item_repr: str = "id"
+    text_encoder: str = "minilm"  # text/encoder.py registry name, or a sentence-transformers name
+    text_template: str = "{title}. {text}. {attributes}"
+    text_dim: int = 0  # filled in from the encoder at train time
+    adaptor: str = "linear"  # "linear" | "moe" (UniSRec-style mixture of experts)
+    n_experts: int = 8
+    whiten: bool = True  # whiten the frozen text vectors with the catalogue's statistics
+    fusion: str = "sum"  # "sum" | "gate" (for item_repr="fusion")
+    # fine-tuning from a pretrained run (liverec train --init): "full", "lora" (low-rank
+    # updates of the transformer/adaptor Linear layers) or "adaptor" (item adaptor only)
+    finetune: str = "full"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
 
 
 @dataclass(frozen=True)

@@ -16,4 +16,9 @@ def build_model(cfg: ModelConfig) -> SASRec:
     registry = {"sasrec": SASRec}
     if cfg.name not in registry:
         raise ValueError(f"unknown model {cfg.name!r}; known: {sorted(registry)}")
-    return registry[cfg.name].from_config(cfg)
+    model = registry[cfg.name].from_config(cfg)
+    if cfg.finetune == "lora":
+        from liverec.model.lora import add_lora
+
+        add_lora(model, cfg.lora_rank, cfg.lora_alpha)
+    return model

@@ -28,3 +28,30 @@ class IdItemEmbedder(nn.Module):
 
     def table(self) -> torch.Tensor:
         return self.emb.weight  # (N + 1, D)
+
+
+def _text_embedder(cfg: ModelConfig) -> nn.Module:
+    from liverec.model.text_items import TextItemEmbedder
+
+    return TextItemEmbedder(cfg)
+
+
+def _fusion_embedder(cfg: ModelConfig) -> nn.Module:
+    from liverec.model.text_items import FusionItemEmbedder
+
+    return FusionItemEmbedder(cfg)
+
+
+ITEM_EMBEDDERS = {"id": IdItemEmbedder, "text": _text_embedder, "fusion": _fusion_embedder}
+
+
+def build_item_embedder(cfg: ModelConfig) -> nn.Module:
+    """The item representation named by ``cfg.item_repr`` ("id", "text" or "fusion")."""
+    if cfg.item_repr not in ITEM_EMBEDDERS:
+        raise ValueError(f"unknown item_repr {cfg.item_repr!r}; known: {sorted(ITEM_EMBEDDERS)}")
+    return ITEM_EMBEDDERS[cfg.item_repr](cfg)
+
+
+def uses_text(cfg: ModelConfig) -> bool:
+    """Whether the item representation reads frozen text vectors."""
+    return cfg.item_repr in ("text", "fusion")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,6 +91,43 @@ class Recommender:
             keep = np.isfinite(row_val)
             out.append(list(zip(self.vocab.decode(row_idx[keep]), row_val[keep].tolist())))
         return out
+
+    def add_items(self, items: pl.DataFrame, encoder=None) -> np.ndarray:
+        """Make new items recommendable at once from their text (text-aware models only).
+
+        Their text (the model's template over title/text/attributes) is encoded through the
+        on-disk cache and appended to the item table; nothing is retrained.
+
+        Args:
+            items: rows with ``item`` (new external ids) and any of title, text, attributes.
+            encoder: a TextEncoder; None = the one named by the model config.
+
+        Returns:
+            The new items' indices.
+        """
+        from liverec.model.items import uses_text
+        from liverec.model.text_items import new_catalogue_rows
+
+        cfg = self.model.cfg
+        if not uses_text(cfg):
+            raise LiverecError("add_items needs a text-aware model (model.item_repr 'text' or "
+                               "'fusion'): an id-only model has no vector for an unseen item")
+        rows = new_catalogue_rows(items, self._lookup, start=self.vocab.n_items + 1)
+        raw = self._encode_text(rows, encoder)  # (k, E)
+        self.model.items.add_items(torch.from_numpy(raw))
+        self.model.cfg = dataclasses.replace(cfg, n_items=cfg.n_items + rows.height)
+        self.items = pl.concat([self.items, rows], how="diagonal_relaxed")
+        self.vocab = ItemVocab.from_ids(list(self.vocab.ids[1:]) + rows["item"].to_list())
+        self._lookup = self.vocab.index_map()
+        return rows["index"].to_numpy()
+
+    def _encode_text(self, rows: pl.DataFrame, encoder) -> np.ndarray:
+        from liverec.text import build_encoder, encode_cached, item_text
+
+        if encoder is None:
+            encoder = getattr(self, "_encoder", None) or build_encoder(self.model.cfg.text_encoder)
+            self._encoder = encoder
+        return encode_cached(encoder, item_text(rows, self.model.cfg.text_template))
 
 
 def load(run_dir: str | Path) -> Recommender:

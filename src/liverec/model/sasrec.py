@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from liverec.config import ModelConfig
-from liverec.model.items import IdItemEmbedder
+from liverec.model.items import build_item_embedder
 from liverec.model.losses import next_item_loss
 
 
@@ -78,7 +78,7 @@ class SASRec(nn.Module):
         if cfg.n_items <= 0:
             raise ValueError("ModelConfig.n_items must be set (catalogue size) before building")
         self.cfg = cfg
-        self.items = items if items is not None else IdItemEmbedder(cfg)
+        self.items = items if items is not None else build_item_embedder(cfg)
         self.pos = nn.Embedding(cfg.max_len, cfg.d_model)
         nn.init.normal_(self.pos.weight, std=0.02)
         self.emb_drop = nn.Dropout(cfg.emb_dropout)

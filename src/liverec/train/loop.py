@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 from liverec.config import RunConfig
 from liverec.data.prepare import Prepared
 from liverec.evaluate.protocol import evaluate_model
-from liverec.model import build_model
 from liverec.model.artifact import save_artifact, save_weights
 from liverec.train.batches import TrainBatches
 from liverec.train.curves import plot_curves
 from liverec.train.optim import build_optimizer, build_schedule
+from liverec.train.setup import build_for_training
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ class TrainResult:
     wall_s: float = 0.0
     time_to_best_s: float = 0.0
     n_parameters: int = 0
+    n_trainable: int = 0
+    finetune: dict = field(default_factory=dict)
     stopped: str = "max_epochs"
 
 
@@ -75,18 +77,14 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
     seed_everything(tc.seed)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
-    cfg = dataclasses.replace(
-        cfg, model=dataclasses.replace(cfg.model, n_items=prepared.vocab.n_items)
-    )
-    model = build_model(cfg.model)
-    if init_state is not None:
-        model.load_state_dict(init_state)
+    cfg, model, param_stats = build_for_training(cfg, prepared, out_dir, init_state)
     batches = TrainBatches(prepared.train_sequences(), cfg.model.max_len, tc.batch_size, tc.seed)
     opt = build_optimizer(model, tc)
     sched = build_schedule(opt, tc, total_steps=len(batches) * tc.epochs)
     items = catalogue_with_counts(prepared)
     save_artifact(out_dir, cfg, model, items)
-    result = TrainResult(run_dir=out_dir, n_parameters=sum(p.numel() for p in model.parameters()))
+    result = TrainResult(run_dir=out_dir, n_parameters=param_stats["n_parameters"],
+                         n_trainable=param_stats["n_trainable"], finetune=param_stats)
     best, bad_epochs, start = -1.0, 0, time.perf_counter()
     for epoch in range(1, tc.epochs + 1):
         row = _run_epoch(model, batches, opt, sched, tc, epoch)
