@@ -47,3 +47,13 @@ def test_text_model_scores_cold_items(split, tiny_run_config, text_cache, tmp_pa
     out = evaluate_coldstart(rec.model, cs, ks=(5, 10))
     assert out["cold"]["cases"] + out["warm"]["cases"] == out["all"]["cases"]
     assert 0.0 <= out["cold"]["hr@10"] <= 1.0 and "cold_warm_hr@10_ratio" in out
+
+
+def test_subsample_train_users_keeps_eval_cases(split):
+    from liverec.data.subsets import subsample_train_users
+
+    data, _ = split
+    small = subsample_train_users(data, 0.25, seed=1)
+    assert len(small.train_sequences()) == 50
+    for stage in ("valid", "test"):
+        assert np.array_equal(small.eval_cases(stage)[2], data.eval_cases(stage)[2])

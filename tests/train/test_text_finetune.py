@@ -86,3 +86,21 @@ def test_add_items_needs_a_text_model(trained_run):
     rec = liverec.load(trained_run[0])
     with pytest.raises(liverec.model.recommender.LiverecError, match="text-aware"):
         rec.add_items(pl.DataFrame({"item": ["new"], "title": ["x"]}))
+
+
+def test_cli_init_from_pretrained_run(text_cache, tmp_path):
+    from liverec.cli import main
+
+    base = ["train", "--data", "synthetic", "--no-eval", "--set", "data.synthetic.n_users=120",
+            "--set", "data.synthetic.n_items=60", "--set", "train.epochs=1",
+            "--set", "train.progress=false"]
+    model = ["--set", "model.item_repr=text", "--set", "model.text_encoder=hash:16",
+             "--set", "model.d_model=16", "--set", "model.d_ff=32", "--set", "model.n_layers=1"]
+    assert main([*base, *model, "--out", str(tmp_path / "pre")]) == 0
+    other = ["--set", "data.synthetic.seed=3", "--set", "data.synthetic.n_items=40"]
+    assert main([*base, *other, "--out", str(tmp_path / "ft"), "--init", str(tmp_path / "pre"),
+                 "--set", "model.finetune=lora", "--set", "model.lora_rank=2"]) == 0
+    log = json.loads((tmp_path / "ft" / "train_log.json").read_text())
+    assert 0 < log["n_trainable"] < log["n_parameters"]
+    cfg = json.loads((tmp_path / "ft" / "config.json").read_text())["model"]
+    assert cfg["item_repr"] == "text" and cfg["finetune"] == "lora" and cfg["n_items"] == 40
