@@ -1,0 +1,234 @@
+"""The serving engine: user state from the store, cached answers, micro-batched inference,
+retrieval, new items and the atomic model hot-swap.
+
+Hot path of ``recommend_user``: read the user's store version; a cached answer for that
+version, model generation and request is returned as ready-made JSON bytes. A miss reads the
+history, computes the user vector (one forward pass per micro-batch) and the top-k (one
+retrieval per micro-batch) on the inference thread, then caches both.
+
+Legend: B batch, D dim, R item rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from liverec.model.recommender import UnknownItemError
+from liverec.serve.batching import MicroBatcher
+from liverec.serve.cache import UserCache
+from liverec.serve.metrics import Metrics
+from liverec.serve.model_handle import ModelHandle
+from liverec.serve.settings import ServeSettings
+from liverec.serve.stores import Event, EventStore
+
+log = logging.getLogger(__name__)
+
+ItemVectorHook = Callable[[dict], "np.ndarray | None"]
+
+
+@dataclass
+class Query:
+    """One recommendation to compute (the micro-batcher's input)."""
+
+    handle: ModelHandle
+    history: np.ndarray  # (T,) item indices
+    vector: np.ndarray | None  # (D,) a cached user vector, or None = encode
+    k: int
+    exclude: np.ndarray  # row indices never returned
+
+
+def compute_batch(queries: Sequence[Query]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(user vector, ids, scores) per query: one forward pass and one retrieval per handle."""
+    out: list = [None] * len(queries)
+    for handle in {id(q.handle): q.handle for q in queries}.values():
+        rows = [i for i, q in enumerate(queries) if q.handle is handle]
+        todo = [i for i in rows if queries[i].vector is None]
+        vecs = {i: queries[i].vector for i in rows}
+        if todo:
+            enc = handle.user_vectors([queries[i].history for i in todo])  # (b, D)
+            vecs.update(zip(todo, enc))
+        u = np.stack([vecs[i] for i in rows])  # (B, D)
+        k = max(queries[i].k for i in rows)
+        ids, scores = handle.retriever.search(u, k, [queries[i].exclude for i in rows])
+        for r, i in enumerate(rows):
+            keep = ids[r, : queries[i].k] >= 0
+            out[i] = (vecs[i], ids[r, : queries[i].k][keep], scores[r, : queries[i].k][keep])
+    return out
+
+
+class Engine:
+    """State, cache, batching and model versions behind the routes.
+
+    Args:
+        settings: the service settings.
+        store: the event store.
+        metrics: the app's Prometheus metrics.
+    """
+
+    def __init__(self, settings: ServeSettings, store: EventStore, metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.handle = ModelHandle(settings.run_dir, settings.retriever)
+        self.cache = UserCache(settings.cache_users if settings.cache and not settings.naive
+                               else 0)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="liverec-infer")
+        self.batcher = MicroBatcher(compute_batch, self.executor, settings.batch_window_ms,
+                                    settings.max_batch, on_batch=metrics.batch_size.observe)
+        self.item_vector_for: ItemVectorHook | None = None  # e.g. a text encoder, see add_item
+        self._reload_lock = asyncio.Lock()
+        for item in store.items():
+            self._apply_item(self.handle, item)
+
+    @property
+    def use_batching(self) -> bool:
+        return self.settings.batching and not self.settings.naive
+
+    async def _topk(self, q: Query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.settings.naive:
+            loop = asyncio.get_running_loop()
+            ids, scores = await loop.run_in_executor(
+                None, q.handle.naive_topk, q.history, q.k, q.exclude)
+            return np.zeros(0), ids, scores
+        if self.use_batching:
+            return await self.batcher.submit(q)
+        loop = asyncio.get_running_loop()
+        return (await loop.run_in_executor(self.executor, compute_batch, [q]))[0]
+
+    def _exclude(self, handle: ModelHandle, seen: np.ndarray, exclude: Sequence[str],
+                 attribute: str | None) -> np.ndarray:
+        parts = [seen, handle.encode(exclude)[0]]
+        if attribute is not None:
+            parts.append(handle.not_matching(attribute))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    async def recommend_user(self, user_id: str, k: int, exclude: Sequence[str] = (),
+                             exclude_seen: bool = True, attribute: str | None = None) -> bytes:
+        """The JSON answer for a stored user (popular items for an unknown one)."""
+        key = (k, tuple(exclude), exclude_seen, attribute)
+        handle, generation = self.handle, self.cache.generation
+        version = self.store.version(user_id)
+        body = self.cache.answer(user_id, version, key)
+        if body is not None:
+            self.metrics.cache.labels("hit").inc()
+            return body
+        self.metrics.cache.labels("miss").inc()
+        history, version = self.store.state(user_id)
+        idx = handle.encode([item for item, _ in history])[0]
+        if not len(idx[idx <= handle.n_model]):
+            ex = self._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute)
+            body = self._popular(handle, user_id, k, ex, version)
+        else:
+            ex = self._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute)
+            vec = self.cache.vector(user_id, version)
+            vec, ids, scores = await self._topk(Query(handle, idx, vec, k, ex))
+            if len(vec):
+                self.cache.put_vector(user_id, version, generation, vec)
+            body = self._answer(handle, user_id, ids, scores, version, None)
+        self.cache.put_answer(user_id, version, generation, key, body)
+        return body
+
+    async def recommend_history(self, history: Sequence[str], k: int, exclude: Sequence[str],
+                                exclude_seen: bool, attribute: str | None,
+                                ignore_unknown: bool) -> bytes:
+        """The JSON answer for an anonymous history of item ids (oldest first)."""
+        handle = self.handle
+        idx, unknown = handle.encode(history)
+        if unknown and not ignore_unknown:
+            raise UnknownItemError(unknown)
+        ex = self._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute)
+        if not len(idx[idx <= handle.n_model]):
+            return self._popular(handle, None, k, ex, len(history))
+        _, ids, scores = await self._topk(Query(handle, idx, None, k, ex))
+        return self._answer(handle, None, ids, scores, len(history), None)
+
+    def _popular(self, handle: ModelHandle, user_id: str | None, k: int, exclude: np.ndarray,
+                 n_events: int) -> bytes:
+        cand = handle.popular[~np.isin(handle.popular, exclude)][:k]
+        pops = np.array([handle.catalogue[i].get("popularity", 0) for i in cand], dtype=float)
+        return self._answer(handle, user_id, cand, pops, n_events, "popular")
+
+    def _answer(self, handle: ModelHandle, user_id: str | None, ids: np.ndarray,
+                scores: np.ndarray, n_events: int, fallback: str | None) -> bytes:
+        names = handle.ids
+        items = [{"item_id": names[i], "score": round(float(s), 6)}
+                 for i, s in zip(ids.tolist(), scores.tolist())]
+        return orjson.dumps({"user_id": user_id, "items": items,
+                             "model_version": handle.version, "fallback": fallback,
+                             "events_seen": n_events})
+
+    def add_events(self, events: Sequence[dict]) -> list[tuple[str, bool]]:
+        """Validate, store durably, invalidate: (event_id, stored) per event (False = duplicate).
+
+        Raises:
+            UnknownItemError: naming every unknown item id (nothing is stored).
+        """
+        handle = self.handle
+        unknown = [e["item_id"] for e in events if e["item_id"] not in handle.lookup]
+        if unknown:
+            raise UnknownItemError(list(dict.fromkeys(unknown)))
+        now = time.time()
+        evs = [Event(e["user_id"], e["item_id"], e["event_id"], e.get("timestamp") or now,
+                     e.get("type") or "view") for e in events]
+        stored = self.store.append(evs)  # durable on return
+        for e, new in zip(evs, stored):
+            if new:
+                self.cache.invalidate(e.user_id)
+        self.metrics.events.labels("stored").inc(sum(stored))
+        self.metrics.events.labels("duplicate").inc(len(stored) - sum(stored))
+        return [(e.event_id, new) for e, new in zip(evs, stored)]
+
+    def _apply_item(self, handle: ModelHandle, item: dict) -> tuple[int, str]:
+        if item["item_id"] in handle.lookup:
+            return handle.upsert(item, None), "model" if \
+                handle.lookup[item["item_id"]] <= handle.n_model else "added"
+        vec = self.item_vector_for(item) if self.item_vector_for is not None else None
+        source = "hook"
+        if vec is None:
+            vec, source = handle.vector_from_attributes(item.get("attributes") or ())
+        return handle.upsert(item, np.asarray(vec, dtype=np.float32)), source
+
+    def add_item(self, item: dict) -> tuple[int, str, bool]:
+        """Add or update an item: (index, vector source, created).
+
+        A new item's vector comes from ``item_vector_for(item)`` when that hook is set (e.g. a
+        text encoder) and returns a vector; otherwise it is the mean vector of the model's
+        items sharing one of its attributes, else the catalogue mean. A known item keeps its
+        vector; its title, text and attributes are updated.
+        """
+        created = item["item_id"] not in self.handle.lookup
+        self.store.put_item(item)
+        idx, source = self._apply_item(self.handle, item)
+        self.cache.clear()  # answers may now include (or filter) this item
+        return idx, source, created
+
+    async def reload(self, run_dir: str | Path | None = None) -> tuple[str, str]:
+        """Load a model beside the current one, then swap atomically: (old, new) versions.
+
+        Raises:
+            ArtifactError: the directory is not a loadable, compatible run (nothing changes).
+        """
+        async with self._reload_lock:
+            target = Path(run_dir) if run_dir else self.handle.run_dir
+            loop = asyncio.get_running_loop()
+            new = await loop.run_in_executor(None, ModelHandle, target, self.settings.retriever)
+            for item in self.store.items():
+                self._apply_item(new, item)
+            old, self.handle = self.handle, new  # in-flight requests keep their old handle
+            self.cache.clear()
+            self.metrics.reloads.inc()
+            log.info("model %s replaced by %s", old.version, new.version)
+            return old.version, new.version
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False)
+        self.store.close()

@@ -1,0 +1,62 @@
+"""Prometheus metrics on a per-app registry (several apps in one process do not clash)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """The service's metrics, registered on their own ``CollectorRegistry``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.latency = Histogram("liverec_request_seconds", "request latency by route",
+                                 ["method", "route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.responses = Counter("liverec_responses", "responses by route and status",
+                                 ["method", "route", "status"], registry=r)
+        self.cache = Counter("liverec_cache_lookups", "answer cache lookups", ["result"],
+                             registry=r)
+        self.batch_size = Histogram("liverec_batch_size", "queries per micro-batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.events = Counter("liverec_events", "events received", ["result"], registry=r)
+        self.reloads = Counter("liverec_model_reloads", "successful hot-swaps", registry=r)
+        self.stored = Gauge("liverec_events_in_store", "events in the store", registry=r)
+
+    def track_store(self, count: Callable[[], int]) -> None:
+        """Report the store's event count at each scrape."""
+        self.stored.set_function(count)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: latency and status per route template (bounded label set)."""
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_status(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.latency.labels(method, path).observe(time.perf_counter() - t0)
+            self.metrics.responses.labels(method, path, str(status[0])).inc()

@@ -1,0 +1,30 @@
+"""POST /v1/events: one event or a list, acknowledged once durably stored."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+
+from liverec.serve.deps import EngineDep, WriteAccess, check_cap
+from liverec.serve.schemas import EventAck, EventIn, EventsOut
+
+router = APIRouter(prefix="/v1", tags=["events"], dependencies=WriteAccess)
+
+
+@router.post("/events", response_model=EventsOut)
+async def post_events(engine: EngineDep, body: EventIn | list[EventIn]) -> EventsOut:
+    """Store events; a repeated ``event_id`` is stored once; unknown items are a 422 (none stored).
+
+    The answer comes only after the events are in the event log, and the next recommendation
+    for each user is computed from a history that includes them.
+    """
+    events = body if isinstance(body, list) else [body]
+    check_cap("events in one request", len(events), engine.settings.max_events)
+    rows = [e.model_dump() | {"event_id": e.event_id or uuid.uuid4().hex} for e in events]
+    acks = await run_in_threadpool(engine.add_events, rows)
+    stored = sum(new for _, new in acks)
+    return EventsOut(stored=stored, duplicates=len(acks) - stored,
+                     events=[EventAck(event_id=i, status="stored" if new else "duplicate")
+                             for i, new in acks])

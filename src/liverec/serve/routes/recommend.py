@@ -1,0 +1,50 @@
+"""GET /v1/recommend (a stored user) and POST /v1/recommend (an anonymous history)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from liverec.serve.deps import EngineDep, attribute_filter, check_cap
+from liverec.serve.schemas import HistoryRecommendIn, RecommendOut
+
+router = APIRouter(prefix="/v1", tags=["recommend"])
+
+
+class JSONBytes(Response):
+    media_type = "application/json"
+
+
+@router.get("/recommend", response_model=RecommendOut, response_class=JSONBytes)
+async def recommend_user(
+    engine: EngineDep,
+    user_id: Annotated[str, Query(min_length=1, max_length=256)],
+    k: Annotated[int, Query(ge=1)] = 10,
+    exclude: Annotated[list[str] | None, Query(description="item ids never returned")] = None,
+    exclude_seen: bool = True,
+    category: Annotated[str | None, Query(max_length=256)] = None,
+    attribute: Annotated[str | None, Query(max_length=256)] = None,
+) -> Response:
+    """Top-k for a user from their stored events (popular items for an unknown user)."""
+    s = engine.settings
+    check_cap("k", k, s.max_k)
+    if exclude:
+        check_cap("exclude", len(exclude), s.max_exclude)
+    body = await engine.recommend_user(user_id, k, exclude or (), exclude_seen,
+                                       attribute_filter(category, attribute))
+    return JSONBytes(body)
+
+
+@router.post("/recommend", response_model=RecommendOut, response_class=JSONBytes)
+async def recommend_history(engine: EngineDep, req: HistoryRecommendIn) -> Response:
+    """Top-k for an anonymous session's history; unknown item ids are a 422 naming them."""
+    s = engine.settings
+    check_cap("k", req.k, s.max_k)
+    check_cap("history length", len(req.history), s.max_history)
+    check_cap("exclude", len(req.exclude), s.max_exclude)
+    body = await engine.recommend_history(req.history, req.k, req.exclude, req.exclude_seen,
+                                          attribute_filter(req.category, req.attribute),
+                                          req.unknown == "ignore")
+    return JSONBytes(body)

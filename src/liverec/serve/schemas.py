@@ -1,0 +1,131 @@
+"""Request and response models of the HTTP API (separate from the engine's internal types).
+
+Requests forbid unknown fields; caps that depend on settings (k, history, batch size) are
+checked in the routes with a message naming the limit.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendOut(BaseModel):
+    """Top-k items; ``fallback`` is "popular" when the user has no usable history."""
+
+    user_id: str | None
+    items: list[ScoredItem]
+    model_version: str
+    fallback: Literal["popular"] | None = None
+    events_seen: int = Field(description="events of the user (or history length) the answer "
+                                         "was computed from")
+
+
+class HistoryRecommendIn(_In):
+    """An anonymous session: item ids, oldest first."""
+
+    history: list[Id] = Field(description="item ids, oldest first")
+    k: int = Field(10, ge=1)
+    exclude: list[Id] = Field(default_factory=list)
+    exclude_seen: bool = True
+    category: Annotated[str, StringConstraints(max_length=256)] | None = None
+    attribute: Annotated[str, StringConstraints(max_length=256)] | None = None
+    unknown: Literal["error", "ignore"] = Field(
+        "error", description="unknown item ids: 422 naming them, or drop them")
+
+
+class EventIn(_In):
+    user_id: Id
+    item_id: Id
+    event_id: Id | None = Field(None, description="idempotency key; generated when absent")
+    timestamp: float | None = Field(None, ge=0, le=1e11, allow_inf_nan=False,
+                                    description="seconds since the epoch; now when absent")
+    type: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = "view"
+
+
+class EventAck(BaseModel):
+    event_id: str
+    status: Literal["stored", "duplicate"]
+
+
+class EventsOut(BaseModel):
+    """Every listed event is durably stored (or was already)."""
+
+    stored: int
+    duplicates: int
+    events: list[EventAck]
+
+
+class HistoryEvent(BaseModel):
+    item_id: str
+    timestamp: float
+
+
+class UserOut(BaseModel):
+    user_id: str
+    history: list[HistoryEvent] = Field(description="recent events, newest last")
+    events_total: int
+
+
+class ItemIn(_In):
+    item_id: Id
+    title: Annotated[str, StringConstraints(max_length=1000)] = ""
+    text: Annotated[str, StringConstraints(max_length=20_000)] = ""
+    attributes: list[Annotated[str, StringConstraints(max_length=256)]] = Field(
+        default_factory=list, max_length=100)
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    title: str = ""
+    text: str = ""
+    attributes: list[str] = []
+    popularity: int = 0
+    source: Literal["model", "added"]
+
+
+class ItemAddOut(BaseModel):
+    item_id: str
+    index: int
+    created: bool
+    vector_source: str = Field(description="model (known item), hook, attributes or "
+                                           "catalogue-mean")
+
+
+class SimilarOut(BaseModel):
+    item_id: str
+    items: list[ScoredItem]
+    model_version: str
+
+
+class ReloadIn(_In):
+    run_dir: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        None, description="run directory to load; absent = reload the current one")
+
+
+class ReloadOut(BaseModel):
+    previous_version: str
+    model_version: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    model_version: str
+    events: int
+    users: int

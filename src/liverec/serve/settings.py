@@ -1,0 +1,50 @@
+"""Service settings (pydantic-settings): built by ``create_app()``, never at import.
+
+Every field can come from the environment as ``LIVEREC_SERVE_<FIELD>`` (this is how
+``liverec serve --workers N`` hands settings to each uvicorn worker process).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServeSettings(BaseSettings):
+    """What a liverec service runs and how.
+
+    ``naive`` is the reference path the load benchmark compares with: every request recomputes
+    the scores of all items for the user's full history (no cache, no micro-batching).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LIVEREC_SERVE_", extra="forbid")
+
+    run_dir: Path = Field(description="run directory written by 'liverec train'")
+    store: str = Field("", description="memory://, sqlite:///path.db or redis://host:port/db; "
+                                       "empty = sqlite:///<run_dir>/../events.db")
+    api_key: SecretStr | None = Field(None, description="required on write/admin routes if set")
+    retriever: str = Field("exact", description="exact, hnsw or ivf")
+    cache: bool = True
+    cache_users: int = Field(100_000, ge=0, description="users whose answers are cached (LRU)")
+    batching: bool = True
+    batch_window_ms: float = Field(2.0, ge=0, le=100)
+    max_batch: int = Field(64, ge=1, le=4096)
+    naive: bool = False
+    max_k: int = Field(200, ge=1)
+    max_history: int = Field(200, ge=1, description="events kept per user in state and the "
+                                                    "longest history POST /v1/recommend takes")
+    max_events: int = Field(1000, ge=1, description="events per POST /v1/events")
+    max_exclude: int = Field(1000, ge=0)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_id_length: int = Field(256, ge=1)
+    cors_origins: list[str] = Field(default_factory=list, description="CORS off when empty")
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads of the model "
+                                      "(process-wide; None = leave torch as it is)")
+
+    def store_url(self) -> str:
+        """The store URL, defaulting to an SQLite log beside the run directory."""
+        if self.store:
+            return self.store
+        return f"sqlite:///{Path(self.run_dir).resolve().parent / 'events.db'}"
