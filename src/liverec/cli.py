@@ -129,6 +129,18 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from liverec.serve.server import serve
+
+    extra = {k: v for k, v in (("store", args.store), ("api_key", args.api_key),
+                               ("retriever", args.retriever)) if v}
+    if args.naive:
+        extra["naive"] = True
+    print(f"serving {args.run_dir} on http://{args.host}:{args.port} (docs: /docs)")
+    serve(args.run_dir, host=args.host, port=args.port, workers=args.workers, **extra)
+    return 0
+
+
 def _print_metrics(metrics: dict, ks: tuple[int, ...]) -> None:
     from liverec.evaluate.report import metrics_table
 
@@ -201,7 +213,28 @@ def _add_compress(sub) -> None:
     p.set_defaults(func=_cmd_compress)
 
 
-COMMANDS: list[Callable] = [_add_train, _add_eval, _add_demo, _add_compress]
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve a run directory over HTTP (FastAPI + uvicorn)",
+                       description="Real-time recommendations: per-user state from posted "
+                                   "events, durable event log, cached and micro-batched "
+                                   "inference, hot-swap (POST /admin/reload). Every setting "
+                                   "can also come from LIVEREC_SERVE_<NAME> variables.")
+    p.add_argument("run_dir", help="a run directory written by 'liverec train'")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (more than one needs --store redis://...)")
+    p.add_argument("--store", help="memory://, sqlite:///path.db or redis://host:port/db "
+                                   "(default: sqlite:///<run_dir>/../events.db)")
+    p.add_argument("--api-key", help="key that write and admin routes need (X-API-Key)")
+    p.add_argument("--retriever", choices=("exact", "hnsw", "ivf"),
+                   help="top-k search (default exact; hnsw/ivf for large catalogues)")
+    p.add_argument("--naive", action="store_true",
+                   help="reference path: no cache, no batching, full recompute per request")
+    p.set_defaults(func=_cmd_serve)
+
+
+COMMANDS: list[Callable] = [_add_train, _add_eval, _add_demo, _add_compress, _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,5 +45,18 @@ def run_demo(out: Path, serve: bool = True, port: int = 8000) -> int:
     print(f"run directory: {out} (report.md, metrics.json, training_curve.png); "
           f"total {time.perf_counter() - t0:.0f}s")
     if serve:
-        print("serving is not available yet in this version; rerun with --no-serve")
+        serve_demo(out, port)
     return 0
+
+
+def serve_demo(run_dir: Path, port: int = 8000) -> None:
+    """Serve the demo run (events in ``<run_dir>/../events.db``) until interrupted."""
+    from liverec.serve.server import serve
+
+    base = f"http://127.0.0.1:{port}"
+    print(f"serving the demo model at {base}  (Ctrl+C to stop)\n"
+          f"  API docs:        {base}/docs\n"
+          f"  recommend:       {base}/v1/recommend?user_id=demo-user&k=10\n"
+          f"  post an event:   curl -X POST {base}/v1/events -H 'content-type: application/json'"
+          f" -d '{{\"user_id\": \"demo-user\", \"item_id\": \"<an item id>\"}}'")
+    serve(run_dir, port=port)

@@ -7,8 +7,6 @@ import pytest
 
 from liverec.retrieval import RETRIEVERS, ExactRetriever, build_retriever
 
-pytest.importorskip("faiss")
-
 RECALL_FLOOR = 0.95  # recall@10 of every ANN index vs exact on 5,000 vectors
 # isotropic random vectors are IVF's worst case (no cluster structure): it needs 24 of 32 cells
 # there; on clustered vectors (like trained item embeddings) its defaults reach the floor

@@ -5,16 +5,14 @@ Legend: B batch of queries, D dim, N rows (items, row 0 = padding in liverec tab
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
+from liverec.retrieval.ann import HNSWRetriever, IVFFlatRetriever
 from liverec.retrieval.base import Retriever, build_retriever
 from liverec.retrieval.exact import ExactRetriever
 
 RETRIEVERS: dict[str, type] = {"exact": ExactRetriever}
-
-try:  # faiss is the optional ``ann`` extra
-    from liverec.retrieval.ann import HNSWRetriever, IVFFlatRetriever
-
+if find_spec("faiss") is not None:  # the optional ``ann`` extra (imported on first use)
     RETRIEVERS.update({"hnsw": HNSWRetriever, "ivf": IVFFlatRetriever})
-except ImportError:  # pragma: no cover - depends on the installed extras
-    pass
 
 __all__ = ["RETRIEVERS", "ExactRetriever", "Retriever", "build_retriever"]

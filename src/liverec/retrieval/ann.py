@@ -8,11 +8,16 @@ Legend: B batch of queries, D dim, N rows.
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 
 from liverec.retrieval.base import Exclude, n_excluded
 from liverec.retrieval.exact import ExactRetriever, _pad
+
+
+def _faiss():
+    import faiss  # the optional ``ann`` extra, imported on first use (slow, chatty import)
+
+    return faiss
 
 
 class _FaissRetriever:
@@ -20,7 +25,7 @@ class _FaissRetriever:
         self.skip_rows = skip_rows
         self.threads = threads
 
-    def _new_index(self, d: int, n: int) -> faiss.Index:
+    def _new_index(self, d: int, n: int):
         raise NotImplementedError
 
     def build(self, item_vectors: np.ndarray):
@@ -44,7 +49,7 @@ class _FaissRetriever:
         fetch = k + self.skip_rows + n_excluded(exclude, len(q))
         if fetch * 4 >= n:
             return self.exact_.search(q, k, exclude)
-        faiss.omp_set_num_threads(self.threads)
+        _faiss().omp_set_num_threads(self.threads)
         vals, ids = self.index_.search(q, fetch)  # (B, fetch) each
         out_ids = np.full((len(q), k), -1, dtype=np.int64)
         out_vals = np.full((len(q), k), -np.inf, dtype=np.float32)
@@ -75,7 +80,8 @@ class HNSWRetriever(_FaissRetriever):
         super().__init__(skip_rows, threads)
         self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
 
-    def _new_index(self, d: int, n: int) -> faiss.Index:
+    def _new_index(self, d: int, n: int):
+        faiss = _faiss()
         index = faiss.IndexHNSWFlat(d, self.m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = self.ef_construction
         index.hnsw.efSearch = self.ef_search
@@ -97,7 +103,8 @@ class IVFFlatRetriever(_FaissRetriever):
         super().__init__(skip_rows, threads)
         self.nlist, self.nprobe = nlist, nprobe
 
-    def _new_index(self, d: int, n: int) -> faiss.Index:
+    def _new_index(self, d: int, n: int):
+        faiss = _faiss()
         nlist = self.nlist or max(1, min(n // 39, int(np.sqrt(n))))
         self.quantizer_ = faiss.IndexFlatIP(d)  # kept: the IVF index does not own it
         index = faiss.IndexIVFFlat(self.quantizer_, d, nlist, faiss.METRIC_INNER_PRODUCT)

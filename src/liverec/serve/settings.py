@@ -38,7 +38,6 @@ class ServeSettings(BaseSettings):
     max_events: int = Field(1000, ge=1, description="events per POST /v1/events")
     max_exclude: int = Field(1000, ge=0)
     max_body_bytes: int = Field(1_000_000, ge=1024)
-    max_id_length: int = Field(256, ge=1)
     cors_origins: list[str] = Field(default_factory=list, description="CORS off when empty")
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads of the model "
                                       "(process-wide; None = leave torch as it is)")
