@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                 max_size=4),
     max_leaves=12,
@@ -46,7 +47,8 @@ def from_schema(schema: dict, spec: dict, depth: int = 0) -> st.SearchStrategy:
     if kind == "integer":
         return st.integers(schema.get("minimum", -(10**6)), schema.get("maximum", 10**6))
     if kind == "number":
-        return st.floats(schema.get("minimum"), schema.get("maximum"), allow_nan=False)
+        return st.floats(schema.get("minimum"), schema.get("maximum"), allow_nan=False,
+                         allow_infinity=False)
     if kind == "boolean":
         return st.booleans()
     if kind == "null":
@@ -95,7 +97,7 @@ def _fuzz_operation(client, spec, path: str, method: str, op: dict):
     params, body = _request_strategy(op, spec)
     names = [p["name"] for p in op.get("parameters", ()) if p["in"] == "path"]
 
-    @settings(max_examples=40, deadline=None, database=None,
+    @settings(max_examples=40, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(values=params, payload=body, raw=st.booleans())
     def check(values, payload, raw):

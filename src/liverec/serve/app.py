@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from liverec.errors import LiverecError
 from liverec.model.recommender import UnknownItemError
+from liverec.serve.fastpath import CachedAnswerMiddleware
 from liverec.serve.limits import BodyLimitMiddleware
 from liverec.serve.metrics import Metrics, MetricsMiddleware
 from liverec.serve.routes import admin, events, health, items, recommend, users
@@ -113,6 +114,8 @@ def create_app(settings: ServeSettings | None = None, **overrides) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"])
+    if settings.cache and not settings.naive:
+        app.add_middleware(CachedAnswerMiddleware, state=app.state)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
 

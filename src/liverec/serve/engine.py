@@ -111,17 +111,27 @@ class Engine:
             parts.append(handle.not_matching(attribute))
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
-    async def recommend_user(self, user_id: str, k: int, exclude: Sequence[str] = (),
-                             exclude_seen: bool = True, attribute: str | None = None) -> bytes:
-        """The JSON answer for a stored user (popular items for an unknown one)."""
-        key = (k, tuple(exclude), exclude_seen, attribute)
-        handle, generation = self.handle, self.cache.generation
-        version = self.store.version(user_id)
-        body = self.cache.answer(user_id, version, key)
+    def cached_answer(self, user_id: str, key: object) -> bytes | None:
+        """The cached answer to request ``key`` for the user's current state, or None."""
+        body = self.cache.answer(user_id, self.store.version(user_id), key)
         if body is not None:
-            self.metrics.cache.labels("hit").inc()
+            self.metrics.cache_hits.inc()
+        return body
+
+    async def recommend_user(self, user_id: str, k: int, exclude: Sequence[str] = (),
+                             exclude_seen: bool = True, attribute: str | None = None,
+                             key: object = None) -> bytes:
+        """The JSON answer for a stored user (popular items for an unknown one).
+
+        ``key`` identifies the request in the answer cache (the route passes the raw query
+        string, which :mod:`liverec.serve.fastpath` looks up before routing).
+        """
+        key = key if key is not None else (k, tuple(exclude), exclude_seen, attribute)
+        handle, generation = self.handle, self.cache.generation
+        body = self.cached_answer(user_id, key)
+        if body is not None:
             return body
-        self.metrics.cache.labels("miss").inc()
+        self.metrics.cache_misses.inc()
         history, version = self.store.state(user_id)
         idx = handle.encode([item for item, _ in history])[0]
         if not len(idx[idx <= handle.n_model]):

@@ -22,6 +22,8 @@ class Metrics:
                                  ["method", "route", "status"], registry=r)
         self.cache = Counter("liverec_cache_lookups", "answer cache lookups", ["result"],
                              registry=r)
+        self.cache_hits = self.cache.labels("hit")  # bound once: the hot path skips labels()
+        self.cache_misses = self.cache.labels("miss")
         self.batch_size = Histogram("liverec_batch_size", "queries per micro-batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.events = Counter("liverec_events", "events received", ["result"], registry=r)

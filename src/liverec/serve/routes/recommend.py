@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from liverec.serve.deps import EngineDep, attribute_filter, check_cap
@@ -20,6 +20,7 @@ class JSONBytes(Response):
 @router.get("/recommend", response_model=RecommendOut, response_class=JSONBytes)
 async def recommend_user(
     engine: EngineDep,
+    request: Request,
     user_id: Annotated[str, Query(min_length=1, max_length=256)],
     k: Annotated[int, Query(ge=1)] = 10,
     exclude: Annotated[list[str] | None, Query(description="item ids never returned")] = None,
@@ -33,7 +34,8 @@ async def recommend_user(
     if exclude:
         check_cap("exclude", len(exclude), s.max_exclude)
     body = await engine.recommend_user(user_id, k, exclude or (), exclude_seen,
-                                       attribute_filter(category, attribute))
+                                       attribute_filter(category, attribute),
+                                       key=request.scope.get("query_string", b""))
     return JSONBytes(body)
 
 
