@@ -141,6 +141,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    import liverec
+    from liverec.explain import Explainer, explanation_text
+
+    explainer = Explainer.from_recommender(liverec.load(args.run_dir))
+    e = explainer.explain(args.history, args.item, ig=args.ig, attention=args.attention)
+    print(json.dumps(e.to_dict(), indent=2) if args.json else explanation_text(e))
+    return 0
+
+
 def _print_metrics(metrics: dict, ks: tuple[int, ...]) -> None:
     from liverec.evaluate.report import metrics_table
 
@@ -234,7 +244,25 @@ def _add_serve(sub) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
-COMMANDS: list[Callable] = [_add_train, _add_eval, _add_demo, _add_compress, _add_serve]
+def _add_explain(sub) -> None:
+    p = sub.add_parser("explain", help="why a run recommends an item after a history",
+                       description="Which history items drove the item's score (leave-one-out "
+                                   "deletion in one batched forward pass), the attributes and "
+                                   "similar items it shares with the history, and a one-line "
+                                   "reason.")
+    p.add_argument("run_dir", help="a run directory written by 'liverec train'")
+    p.add_argument("--history", nargs="+", required=True, metavar="ID",
+                   help="item ids the user interacted with, oldest first")
+    p.add_argument("--item", required=True, metavar="ID", help="the item to explain")
+    p.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    p.add_argument("--ig", action="store_true", help="add integrated gradients")
+    p.add_argument("--attention", action="store_true",
+                   help="add the last position's attention weights (a secondary view)")
+    p.set_defaults(func=_cmd_explain)
+
+
+COMMANDS: list[Callable] = [_add_train, _add_eval, _add_demo, _add_compress, _add_serve,
+                            _add_explain]
 
 
 def build_parser() -> argparse.ArgumentParser:
