@@ -20,7 +20,7 @@ from liverec.model.recommender import UnknownItemError
 from liverec.serve.fastpath import CachedAnswerMiddleware
 from liverec.serve.limits import BodyLimitMiddleware
 from liverec.serve.metrics import Metrics, MetricsMiddleware
-from liverec.serve.routes import admin, events, health, items, recommend, users
+from liverec.serve.routes import admin, events, explain, health, items, recommend, users
 from liverec.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def create_app(settings: ServeSettings | None = None, **overrides) -> FastAPI:
                               "durable events, cached and micro-batched inference, hot-swap.")
     app.state.settings = settings
     app.state.metrics = Metrics()
-    for module in (health, recommend, events, users, items, admin):
+    for module in (health, recommend, events, users, items, explain, admin):
         app.include_router(module.router)
     add_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from liverec.explain import POPULAR_REASON, Explainer
 from liverec.model.recommender import UnknownItemError
 from liverec.serve.batching import MicroBatcher
 from liverec.serve.cache import UserCache
@@ -86,6 +88,8 @@ class Engine:
                                     settings.max_batch, on_batch=metrics.batch_size.observe)
         self.item_vector_for: ItemVectorHook | None = None  # e.g. a text encoder, see add_item
         self._reload_lock = asyncio.Lock()
+        self._explainers: weakref.WeakKeyDictionary[ModelHandle, Explainer] = \
+            weakref.WeakKeyDictionary()
         for item in store.items():
             self._apply_item(self.handle, item)
 
@@ -120,13 +124,13 @@ class Engine:
 
     async def recommend_user(self, user_id: str, k: int, exclude: Sequence[str] = (),
                              exclude_seen: bool = True, attribute: str | None = None,
-                             key: object = None) -> bytes:
+                             key: object = None, explain: bool = False) -> bytes:
         """The JSON answer for a stored user (popular items for an unknown one).
 
         ``key`` identifies the request in the answer cache (the route passes the raw query
         string, which :mod:`liverec.serve.fastpath` looks up before routing).
         """
-        key = key if key is not None else (k, tuple(exclude), exclude_seen, attribute)
+        key = key if key is not None else (k, tuple(exclude), exclude_seen, attribute, explain)
         handle, generation = self.handle, self.cache.generation
         body = self.cached_answer(user_id, key)
         if body is not None:
@@ -136,20 +140,21 @@ class Engine:
         idx = handle.encode([item for item, _ in history])[0]
         if not len(idx[idx <= handle.n_model]):
             ex = self._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute)
-            body = self._popular(handle, user_id, k, ex, version)
+            body = self._popular(handle, user_id, k, ex, version, explain)
         else:
             ex = self._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute)
             vec = self.cache.vector(user_id, version)
             vec, ids, scores = await self._topk(Query(handle, idx, vec, k, ex))
             if len(vec):
                 self.cache.put_vector(user_id, version, generation, vec)
-            body = self._answer(handle, user_id, ids, scores, version, None)
+            reasons = await self._reasons(handle, idx, ids) if explain else None
+            body = self._answer(handle, user_id, ids, scores, version, None, reasons)
         self.cache.put_answer(user_id, version, generation, key, body)
         return body
 
     async def recommend_history(self, history: Sequence[str], k: int, exclude: Sequence[str],
                                 exclude_seen: bool, attribute: str | None,
-                                ignore_unknown: bool) -> bytes:
+                                ignore_unknown: bool, explain: bool = False) -> bytes:
         """The JSON answer for an anonymous history of item ids (oldest first)."""
         handle = self.handle
         idx, unknown = handle.encode(history)
@@ -157,21 +162,43 @@ class Engine:
             raise UnknownItemError(unknown)
         ex = self._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute)
         if not len(idx[idx <= handle.n_model]):
-            return self._popular(handle, None, k, ex, len(history))
+            return self._popular(handle, None, k, ex, len(history), explain)
         _, ids, scores = await self._topk(Query(handle, idx, None, k, ex))
-        return self._answer(handle, None, ids, scores, len(history), None)
+        reasons = await self._reasons(handle, idx, ids) if explain else None
+        return self._answer(handle, None, ids, scores, len(history), None, reasons)
+
+    def explainer(self, handle: ModelHandle) -> Explainer:
+        """The model version's explainer (built on first use; reads the live catalogue)."""
+        explainer = self._explainers.get(handle)
+        if explainer is None:
+            explainer = self._explainers[handle] = Explainer(handle.rec.model, handle)
+        return explainer
+
+    async def _reasons(self, handle: ModelHandle, history: np.ndarray,
+                       ids: np.ndarray) -> list[str]:
+        """One-line reasons for the answer's items: one batched forward on the model thread."""
+        if not len(ids):
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.explainer(handle).reasons,
+                                          history, ids)
 
     def _popular(self, handle: ModelHandle, user_id: str | None, k: int, exclude: np.ndarray,
-                 n_events: int) -> bytes:
+                 n_events: int, explain: bool = False) -> bytes:
         cand = handle.popular[~np.isin(handle.popular, exclude)][:k]
         pops = np.array([handle.catalogue[i].get("popularity", 0) for i in cand], dtype=float)
-        return self._answer(handle, user_id, cand, pops, n_events, "popular")
+        reasons = [POPULAR_REASON] * len(cand) if explain else None
+        return self._answer(handle, user_id, cand, pops, n_events, "popular", reasons)
 
     def _answer(self, handle: ModelHandle, user_id: str | None, ids: np.ndarray,
-                scores: np.ndarray, n_events: int, fallback: str | None) -> bytes:
+                scores: np.ndarray, n_events: int, fallback: str | None,
+                reasons: list[str] | None = None) -> bytes:
         names = handle.ids
         items = [{"item_id": names[i], "score": round(float(s), 6)}
                  for i, s in zip(ids.tolist(), scores.tolist())]
+        if reasons is not None:  # explain=true: each item's title and one-line reason
+            for item, i, reason in zip(items, ids.tolist(), reasons):
+                item.update(title=handle.catalogue[i].get("title", ""), reason=reason)
         return orjson.dumps({"user_id": user_id, "items": items,
                              "model_version": handle.version, "fallback": fallback,
                              "events_seen": n_events})

@@ -22,11 +22,16 @@ class ScoredItem(BaseModel):
     score: float
 
 
+class RecommendedItem(ScoredItem):
+    title: str | None = Field(None, description="with explain=true")
+    reason: str | None = Field(None, description="with explain=true: why, in one line")
+
+
 class RecommendOut(BaseModel):
     """Top-k items; ``fallback`` is "popular" when the user has no usable history."""
 
     user_id: str | None
-    items: list[ScoredItem]
+    items: list[RecommendedItem]
     model_version: str
     fallback: Literal["popular"] | None = None
     events_seen: int = Field(description="events of the user (or history length) the answer "
@@ -44,6 +49,7 @@ class HistoryRecommendIn(_In):
     attribute: Annotated[str, StringConstraints(max_length=256)] | None = None
     unknown: Literal["error", "ignore"] = Field(
         "error", description="unknown item ids: 422 naming them, or drop them")
+    explain: bool = Field(False, description="add each item's title and a one-line reason")
 
 
 class EventIn(_In):
@@ -129,3 +135,39 @@ class Ready(BaseModel):
     model_version: str
     events: int
     users: int
+
+
+class HistoryEffectOut(BaseModel):
+    item_id: str
+    title: str
+    position: int = Field(description="index in the history window, oldest = 0")
+    drop: float = Field(description="score with the full history minus the score without "
+                                    "this item (positive: it raised the score)")
+    similarity: float = Field(description="cosine of the two items' vectors")
+    integrated_gradient: float | None = None
+    attention: float | None = Field(None, description="last position's attention (a view, "
+                                                      "not an attribution)")
+
+
+class SharedAttributeOut(BaseModel):
+    attribute: str
+    label: str
+    items: list[str] = Field(description="history items having it, most recent first")
+    catalogue_share: float
+
+
+class ExplainOut(BaseModel):
+    """Why ``item_id`` scores as it does for the user's current history."""
+
+    user_id: str
+    item_id: str
+    title: str
+    score: float
+    reason: str
+    history: list[HistoryEffectOut]
+    drivers: list[HistoryEffectOut]
+    similar: list[HistoryEffectOut]
+    shared_attributes: list[SharedAttributeOut]
+    methods: list[str]
+    model_version: str
+    events_seen: int

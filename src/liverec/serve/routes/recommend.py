@@ -27,6 +27,7 @@ async def recommend_user(
     exclude_seen: bool = True,
     category: Annotated[str | None, Query(max_length=256)] = None,
     attribute: Annotated[str | None, Query(max_length=256)] = None,
+    explain: Annotated[bool, Query(description="add each item's title and reason")] = False,
 ) -> Response:
     """Top-k for a user from their stored events (popular items for an unknown user)."""
     s = engine.settings
@@ -35,7 +36,8 @@ async def recommend_user(
         check_cap("exclude", len(exclude), s.max_exclude)
     body = await engine.recommend_user(user_id, k, exclude or (), exclude_seen,
                                        attribute_filter(category, attribute),
-                                       key=request.scope.get("query_string", b""))
+                                       key=request.scope.get("query_string", b""),
+                                       explain=explain)
     return JSONBytes(body)
 
 
@@ -48,5 +50,5 @@ async def recommend_history(engine: EngineDep, req: HistoryRecommendIn) -> Respo
     check_cap("exclude", len(req.exclude), s.max_exclude)
     body = await engine.recommend_history(req.history, req.k, req.exclude, req.exclude_seen,
                                           attribute_filter(req.category, req.attribute),
-                                          req.unknown == "ignore")
+                                          req.unknown == "ignore", req.explain)
     return JSONBytes(body)
