@@ -121,7 +121,7 @@ def bench_encode(ctx: Context) -> dict:
 
 def bench_quality(ctx: Context) -> dict:
     out = {}
-    for name in ("id", "text", "fusion"):
+    for name in ctx.models:
         cfg = ctx.configs[name]
         prepared = load_and_prepare(cfg.data)
         run = ctx.runs / f"quality_{name}"
@@ -147,7 +147,7 @@ def bench_coldstart(ctx: Context, fraction: float = 0.1) -> dict:
     prepared = load_and_prepare(ctx.configs["text"].data)
     split = hold_out_items(prepared, fraction, seed=0)
     out: dict = {"fraction": fraction, "cold_items": len(split.cold_items)}
-    for name in ("id", "text", "fusion"):
+    for name in ctx.models:
         run = ctx.runs / f"coldstart_{name}"
         row = train_row(ctx.configs[name], split.train, run)
         rec = liverec.load(run)
@@ -208,6 +208,9 @@ def main() -> None:
     p.add_argument("--peft-lr", type=float, default=3e-3, help="learning rate for LoRA/adaptor")
     p.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.25, 0.1])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--models", nargs="+", default=["id", "text", "fusion"],
+                   choices=["id", "text", "fusion"],
+                   help="item representations compared in the quality and coldstart parts")
     args = p.parse_args()
     args.tag = args.tag or ("smoke" if args.smoke else "beauty")
     args.runs = args.runs or f"runs/text_bench_{args.tag}"
@@ -217,8 +220,11 @@ def main() -> None:
     ctx.results.setdefault("meta", {})
     for part in args.parts:
         t0 = time.perf_counter()
-        ctx.results[part] = PARTS[part](ctx)
-        ctx.results[part]["part_wall_s"] = time.perf_counter() - t0
+        new = PARTS[part](ctx)
+        new["part_wall_s"] = time.perf_counter() - t0
+        if part in ("quality", "coldstart"):  # rows of models not re-run this time are kept
+            new = {**ctx.results.get(part, {}), **new}
+        ctx.results[part] = new
         ctx.results["meta"].update(tag=args.tag, smoke=args.smoke, overrides=args.overrides,
                                    torch=torch.__version__, threads=args.threads)
         write_report(ctx.results, RESULTS / f"text_bench_{args.tag}")

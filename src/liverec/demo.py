@@ -24,8 +24,11 @@ def demo_config() -> RunConfig:
 
 
 def run_demo(out: Path, serve: bool = True, port: int = 8000) -> int:
-    """Train -> evaluate -> (compress) -> serve on synthetic data; prints what it does."""
+    """Train -> evaluate -> compress -> serve on synthetic data; prints what it does."""
     from liverec.cli import _print_metrics
+    from liverec.compress.pipeline import compress_run
+    from liverec.compress.report import render_markdown
+    from liverec.compress.variants import CompressConfig
     from liverec.data.pipeline import load_and_prepare
     from liverec.evaluate.report import evaluate_run
     from liverec.train.loop import train
@@ -34,14 +37,20 @@ def run_demo(out: Path, serve: bool = True, port: int = 8000) -> int:
     t0 = time.perf_counter()
     prepared = load_and_prepare(cfg.data)
     s = prepared.stats
-    print(f"[1/3] data: synthetic shop, {s['users']:,} users, {s['items']:,} items, "
+    print(f"[1/4] data: synthetic shop, {s['users']:,} users, {s['items']:,} items, "
           f"{s['interactions']:,} events")
     result = train(cfg, prepared, out)
-    print(f"[2/3] trained in {result.wall_s:.0f}s, best validation NDCG@10 "
+    print(f"[2/4] trained in {result.wall_s:.0f}s, best validation NDCG@10 "
           f"{result.best_valid['ndcg@10']:.4f} (epoch {result.best_epoch})")
     metrics = evaluate_run(out)
-    print("[3/3] evaluated")
+    print("[3/4] evaluated")
     _print_metrics(metrics, cfg.eval.ks)
+    variants = out.parent / f"{out.name}-variants"
+    cc = CompressConfig(int8=True, onnx=True, bench_histories=100, repeats=3,
+                        throughput_repeats=3)
+    result = compress_run(out, variants, cc, prepared=prepared)
+    print(f"[4/4] compressed into {variants} (int8, ONNX Runtime fp32/int8)")
+    print(render_markdown(result["report"], title="Compression trade-offs (demo)"))
     print(f"run directory: {out} (report.md, metrics.json, training_curve.png); "
           f"total {time.perf_counter() - t0:.0f}s")
     if serve:

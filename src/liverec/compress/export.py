@@ -80,8 +80,14 @@ def export_onnx(model: SASRec, path: Path, int8: bool = False) -> Path:
         if int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8,
-                             per_channel=True)
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # the quantizer logs every tensor it skips at INFO
+            try:
+                quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8,
+                                 per_channel=True)
+            finally:
+                root.setLevel(level)
     return path
 
 
