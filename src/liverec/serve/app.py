@@ -21,6 +21,7 @@ from liverec.serve.fastpath import CachedAnswerMiddleware
 from liverec.serve.limits import BodyLimitMiddleware
 from liverec.serve.metrics import Metrics, MetricsMiddleware
 from liverec.serve.routes import admin, events, explain, health, items, recommend, users
+from liverec.serve.routes.dashboard import add_dashboard
 from liverec.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def create_app(settings: ServeSettings | None = None, **overrides) -> FastAPI:
     app.state.metrics = Metrics()
     for module in (health, recommend, events, users, items, explain, admin):
         app.include_router(module.router)
+    add_dashboard(app)
     add_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     if settings.cors_origins:
