@@ -43,16 +43,16 @@ def page(request):
 def test_dashboard_click_refreshes_recommendations(live_server, page, request):
     first = httpx.get(f"{live_server}/v1/recommend", params={"user_id": "x", "k": 2}).json()
     seen = [i["item_id"] for i in first["items"]]  # two popular items as alice's history
-    assert httpx.post(f"{live_server}/v1/events",
-                      json=[{"user_id": "alice", "item_id": i} for i in seen]).status_code == 200
+    events = [{"user_id": u, "item_id": i} for u in ("bob", "alice") for i in seen]
+    assert httpx.post(f"{live_server}/v1/events", json=events).status_code == 200
 
     page.goto(f"{live_server}/ui?poll=300")
     expect(page.locator("#model-facts")).to_contain_text("sasrec")
     expect(page.locator("#metrics")).to_contain_text("NDCG@10")
     expect(page.locator("#curve-box")).to_be_visible()
 
-    page.fill("#user-input", "alice")
-    page.press("#user-input", "Enter")
+    page.locator("#active-users button", has_text="alice").click()  # pick a recent user
+    expect(page.locator("#user-input")).to_have_value("alice")
     recs = page.locator("#recs")
     expect(recs).to_have_attribute("data-events-seen", "2")
     expect(page.locator("#history li")).to_have_count(2)

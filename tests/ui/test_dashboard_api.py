@@ -43,6 +43,7 @@ def test_stats_count_api_traffic_not_the_dashboard_polls(client):
     assert 0 < w["recommend"]["p50_ms"] <= w["recommend"]["p99_ms"]
     assert w["cache_lookups"] == 4 and w["cache_hit_rate"] == 0.75  # one miss, then hits
     assert s["events"] == 1 and s["users"] == 1 and s["model_version"].startswith("shop@")
+    assert s["recent_users"] == ["a"]
     again = client.get("/v1/stats").json()["window"]  # the window reaches back ~10 s
     assert again["api"]["requests"] == 5 and again["window_s"] > w["window_s"]
 
@@ -84,3 +85,11 @@ def test_compression_report_is_found_beside_the_run(dashboard_run, tmp_path):
     finally:
         (out / "compression.json").unlink()
         out.rmdir()
+
+
+def test_recent_users_newest_first_without_repeats(client):
+    for user in ("a", "b", "a", "c"):
+        client.post("/v1/events", json={"user_id": user, "item_id": "I002"})
+    client.post("/v1/events", json={"user_id": "d", "item_id": "I002", "event_id": "e1"})
+    client.post("/v1/events", json={"user_id": "z", "item_id": "I002", "event_id": "e1"})
+    assert client.get("/v1/stats").json()["recent_users"] == ["d", "c", "a", "b"]

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ class Engine:
         self._reload_lock = asyncio.Lock()
         self._explainers: weakref.WeakKeyDictionary[ModelHandle, Explainer] = \
             weakref.WeakKeyDictionary()
+        self.recent_users: deque[str] = deque(maxlen=200)  # of the latest events (dashboard)
         for item in store.items():
             self._apply_item(self.handle, item)
 
@@ -220,6 +222,7 @@ class Engine:
         for e, new in zip(evs, stored):
             if new:
                 self.cache.invalidate(e.user_id)
+                self.recent_users.append(e.user_id)
         self.metrics.events.labels("stored").inc(sum(stored))
         self.metrics.events.labels("duplicate").inc(len(stored) - sum(stored))
         return [(e.event_id, new) for e, new in zip(evs, stored)]

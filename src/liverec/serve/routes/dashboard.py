@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["dashboard"])
 WEB = Path(__file__).resolve().parent.parent / "web"
 CURVE = "training_curve.png"
+RECENT_USERS = 12
 MODEL_FIELDS = ("name", "item_repr", "n_items", "d_model", "n_layers", "n_heads", "max_len",
                 "loss")
 VARIANT_FIELDS = ("ndcg@20", "ndcg@20_rel", "hr@20", "weight_bytes", "smaller_x", "p50_ms",
@@ -34,10 +35,12 @@ def add_dashboard(app: FastAPI) -> None:
 @router.get("/stats")
 async def stats(request: Request, engine: EngineDep) -> dict:
     """Requests/s, latency p50/p99 (all API routes; recommend) and the cache hit rate over the
-    last ~10 s (``window``) and since the start (``total``), from the service's own metrics."""
+    last ~10 s (``window``) and since the start (``total``), from the service's own metrics;
+    the users of this process's latest events, newest first."""
     out = await run_in_threadpool(request.app.state.stats.read)
     store = await run_in_threadpool(engine.store.stats)
-    return {**out, "model_version": engine.handle.version, **store}
+    recent = list(dict.fromkeys(reversed(engine.recent_users)))[:RECENT_USERS]
+    return {**out, "model_version": engine.handle.version, **store, "recent_users": recent}
 
 
 def _read_json(path: Path) -> dict | None:

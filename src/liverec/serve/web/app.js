@@ -63,6 +63,13 @@ function showRecent() {
   $("recent-users").replaceChildren(...recentUsers().map((u) => el("option", { value: u })));
 }
 
+function showActive(users) {
+  $("active-box").hidden = users.length === 0;
+  $("active-users").replaceChildren(...users.map((u) => el("button", {
+    type: "button", class: u === user ? "current" : "", onclick: () => openUser(u),
+  }, u)));
+}
+
 function remember(id) {
   const list = [id, ...recentUsers().filter((u) => u !== id)].slice(0, 20);
   localStorage.setItem(RECENT_KEY, JSON.stringify(list));
@@ -186,6 +193,7 @@ async function pollStats() {
     $("stat-cache").textContent = hit === null ? "–" : `${(100 * hit).toFixed(0)}%`;
     $("stat-events").textContent = String(s.events);
     $("model-version").textContent = s.model_version;
+    showActive(s.recent_users || []);
   } catch (e) {
     $("stat-rps").textContent = "offline";
   }
