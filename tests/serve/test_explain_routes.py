@@ -76,3 +76,13 @@ def test_popular_fallback_and_post_recommend_explain(client):
     assert top["item_id"] == "32" and "product 31 family6" in top["reason"]
     r = client.post("/v1/recommend", json={"history": ["30", "bad"], "explain": True})
     assert r.status_code == 422 and "'bad'" in r.json()["detail"]
+
+
+def test_explain_an_item_added_after_training(client):
+    r = client.post("/v1/items", json={"item_id": "new-7", "title": "new in family 1",
+                                       "attributes": ["family:f1"]})
+    assert r.status_code == 200 and r.json()["vector_source"] == "attributes"
+    _post(client, "u6", "2", "6")
+    e = client.get("/v1/explain", params={"user_id": "u6", "item_id": "new-7"}).json()
+    assert e["title"] == "new in family 1" and e["shared_attributes"][0]["items"] == ["6"]
+    assert [h["item_id"] for h in e["history"]] == ["2", "6"]
