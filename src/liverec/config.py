@@ -103,7 +103,11 @@ class TrainConfig:
     seed: int = 42
     num_threads: int = 0  # 0 = torch default
     max_time_s: float = 0.0  # 0 = no wall-time budget
-    bf16: bool = False  # CPU/GPU autocast to bfloat16 for the forward pass
+    bf16: bool = False  # CPU/GPU autocast to bfloat16 for the forward pass (same as amp="bf16")
+    amp: str = "none"  # "none" | "bf16": autocast the forward pass to bfloat16
+    compile: bool = False  # torch.compile the training forward pass
+    device: str = "cpu"  # "cpu" | "cuda" (one GPU per rank under torchrun) | "auto"
+    checkpoint: bool = True  # checkpoint.safetensors (resume state) after every evaluation
     progress: bool = True
 
 

@@ -1,5 +1,9 @@
 """The training loop: AdamW/SGD, warm-up + cosine, clipping, early stopping on validation
-NDCG@10 with the best checkpoint kept on disk, a progress bar and a training-curve plot."""
+NDCG@10 with the best checkpoint kept on disk, a progress bar and a training-curve plot.
+
+Also: an optional per-epoch callback (hyper-parameter search reports and prunes through it),
+data-parallel training under torchrun (train/distributed.py), bf16 autocast, torch.compile,
+and an atomic resume checkpoint after every epoch (``--resume``)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,12 +22,30 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from liverec.config import RunConfig
+from liverec.config import RunConfig, to_dict
 from liverec.data.prepare import Prepared
+from liverec.errors import ConfigError
 from liverec.evaluate.protocol import evaluate_model
-from liverec.model.artifact import save_artifact, save_weights
+from liverec.model.artifact import save_artifact
 from liverec.train.batches import TrainBatches
+from liverec.train.checkpoint import (
+    CHECKPOINT,
+    load_checkpoint,
+    save_checkpoint,
+    save_weights_atomic,
+)
 from liverec.train.curves import plot_curves
+from liverec.train.distributed import (
+    DistContext,
+    RankBatches,
+    broadcast_from_main,
+    env_context,
+    main_first,
+    process_group,
+    select_device,
+    sum_across_ranks,
+    wrap_ddp,
+)
 from liverec.train.optim import build_optimizer, build_schedule
 from liverec.train.setup import build_for_training
 
@@ -60,81 +83,200 @@ def catalogue_with_counts(prepared: Prepared) -> pl.DataFrame:
     return prepared.items.with_columns(pl.Series("count", counts[1:].astype(np.int64)))
 
 
+EpochCallback = Callable[[int, dict], "str | None"]
+"""Called (on rank 0) after every evaluated epoch with (epoch, row); the row holds "loss",
+"valid" (validation metrics) and "elapsed_s". A non-empty string return stops training with
+that string as the reason (e.g. a pruned hyper-parameter trial)."""
+
+# settings that may change between a run and its --resume (they do not change the maths)
+RESUMABLE_CHANGES = frozenset({"progress", "num_threads", "device", "compile", "max_time_s"})
+
+
 def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
-          init_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
+          init_state: dict[str, torch.Tensor] | None = None,
+          callback: EpochCallback | None = None, resume: bool = False) -> TrainResult:
     """Train a model on ``prepared`` and write the run directory ``out_dir``.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this; the ranks split each global batch
+    (train/distributed.py) and rank 0 alone evaluates and writes ``out_dir``.
 
     Args:
         cfg: the run configuration (``model.n_items`` is filled in from the data).
         prepared: prepared data with a validation split.
         out_dir: the run directory (created).
         init_state: optional weights to start from (fine-tuning).
+        callback: optional per-epoch hook (see ``EpochCallback``); None changes nothing.
+        resume: continue from ``out_dir/checkpoint.safetensors`` (same settings).
 
     Returns:
-        A TrainResult; the model at its best validation epoch is in ``out_dir``.
+        A TrainResult (complete on rank 0); the model at its best validation epoch is in
+        ``out_dir``.
     """
     tc = cfg.train
+    if tc.amp not in ("none", "bf16"):
+        raise ConfigError(f"train.amp: unknown {tc.amp!r}; use none or bf16")
     seed_everything(tc.seed)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
-    cfg, model, param_stats = build_for_training(cfg, prepared, out_dir, init_state)
-    batches = TrainBatches(prepared.train_sequences(), cfg.model.max_len, tc.batch_size, tc.seed)
-    opt = build_optimizer(model, tc)
-    sched = build_schedule(opt, tc, total_steps=len(batches) * tc.epochs)
-    items = catalogue_with_counts(prepared)
-    save_artifact(out_dir, cfg, model, items)
-    result = TrainResult(run_dir=out_dir, n_parameters=param_stats["n_parameters"],
-                         n_trainable=param_stats["n_trainable"], finetune=param_stats)
-    best, bad_epochs, start = -1.0, 0, time.perf_counter()
-    for epoch in range(1, tc.epochs + 1):
-        row = _run_epoch(model, batches, opt, sched, tc, epoch)
+    ctx = env_context()
+    device = select_device(tc.device, ctx)
+    with process_group(ctx, device):
+        with main_first(ctx):  # rank 0 fills any on-disk text-vector cache first
+            cfg, model, param_stats = build_for_training(cfg, prepared, out_dir, init_state)
+        model.to(device)
+        batches = TrainBatches(prepared.train_sequences(), cfg.model.max_len, tc.batch_size,
+                               tc.seed)
+        opt = build_optimizer(model, tc)
+        sched = build_schedule(opt, tc, total_steps=len(batches) * tc.epochs)
+        run = _Run(cfg, prepared, out_dir, model, batches, opt, sched, ctx, device, TrainResult(
+            run_dir=out_dir, n_parameters=param_stats["n_parameters"],
+            n_trainable=param_stats["n_trainable"], finetune=param_stats))
+        if resume:
+            run.restore(out_dir / CHECKPOINT)
+        elif ctx.is_main:
+            save_artifact(out_dir, cfg, model, catalogue_with_counts(prepared))
+        if ctx.rank:  # other dropout masks than rank 0's (rank 0 keeps the one-process stream)
+            torch.manual_seed(tc.seed + 1000 * run.epoch + ctx.rank)
+        net = wrap_ddp(model, ctx, device)
+        if tc.compile:
+            net = torch.compile(net)
+        run.loop(net, callback)
+    return run.result
+
+
+@dataclass
+class _Run:
+    """One training run's moving parts and the state carried from epoch to epoch."""
+
+    cfg: RunConfig
+    prepared: Prepared
+    out_dir: Path
+    model: torch.nn.Module
+    batches: TrainBatches
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    ctx: DistContext
+    device: torch.device
+    result: TrainResult
+    epoch: int = 0  # epochs done
+    bad_epochs: int = 0
+    elapsed_before: float = 0.0  # wall time of the run before a --resume
+
+    def loop(self, net: torch.nn.Module, callback: EpochCallback | None) -> None:
+        tc, start = self.cfg.train, time.perf_counter() - self.elapsed_before
+        stream = RankBatches(self.batches, self.ctx)
+        for epoch in range(self.epoch + 1, tc.epochs + 1):
+            row = _run_epoch(net, stream, self.opt, self.sched, tc, epoch, self.ctx, self.device)
+            stop = self.end_epoch(row, epoch, start, callback) if self.ctx.is_main else None
+            stop = broadcast_from_main(stop, self.ctx)
+            if stop:
+                self.result.stopped = stop
+                break
+        if self.ctx.is_main:
+            self.result.wall_s = time.perf_counter() - start
+            _write_log(self.result, self.out_dir)
+
+    def end_epoch(self, row: dict, epoch: int, start: float,
+                  callback: EpochCallback | None) -> str | None:
+        """Rank 0: validate, keep the best weights, checkpoint; the reason to stop, if any."""
+        tc, result = self.cfg.train, self.result
         if epoch % tc.eval_every == 0 or epoch == tc.epochs:
             t0 = time.perf_counter()
-            valid = evaluate_model(model, prepared, "valid", cfg.eval.ks, cfg.eval.batch_size)
+            valid = evaluate_model(self._evaluator(), self.prepared, "valid", self.cfg.eval.ks,
+                                   self.cfg.eval.batch_size)
             row.update(valid_s=time.perf_counter() - t0, valid=valid)
             row["elapsed_s"] = time.perf_counter() - start
-            if valid["ndcg@10"] > best:
-                best, bad_epochs = valid["ndcg@10"], 0
+            if valid["ndcg@10"] > result.best_valid.get("ndcg@10", -1.0):
+                self.bad_epochs = 0
                 result.best_epoch, result.best_valid = epoch, valid
                 result.time_to_best_s = row["elapsed_s"]
-                save_weights(model, out_dir / "model.safetensors")
+                save_weights_atomic(self.model, self.out_dir / "model.safetensors")
             else:
-                bad_epochs += 1
+                self.bad_epochs += 1
             log.info("epoch %d loss %.4f valid ndcg@10 %.4f hr@10 %.4f (%.0fs)", epoch,
                      row["loss"], valid["ndcg@10"], valid["hr@10"], row["elapsed_s"])
         row.setdefault("elapsed_s", time.perf_counter() - start)
         result.epochs.append(row)
-        if bad_epochs >= tc.patience:
-            result.stopped = f"early stop: no improvement in {tc.patience} evaluations"
-            break
+        self.epoch = epoch
+        if tc.checkpoint:
+            save_checkpoint(self.out_dir / CHECKPOINT, self.model, self.opt, self.sched,
+                            self._state(row["elapsed_s"]))
+        reason = callback(epoch, row) if callback is not None and "valid" in row else None
+        if reason:
+            return reason
+        if self.bad_epochs >= tc.patience:
+            return f"early stop: no improvement in {tc.patience} evaluations"
         if tc.max_time_s and time.perf_counter() - start > tc.max_time_s:
-            result.stopped = f"time budget {tc.max_time_s:.0f}s reached"
-            break
-    result.wall_s = time.perf_counter() - start
-    _write_log(result, out_dir)
-    return result
+            return f"time budget {tc.max_time_s:.0f}s reached"
+        return None
+
+    def _evaluator(self) -> torch.nn.Module:
+        return self.model if self.device.type == "cpu" else _OnDevice(self.model, self.device)
+
+    def _state(self, elapsed: float) -> dict:
+        r = self.result
+        return {"epoch": self.epoch, "elapsed_s": elapsed, "bad_epochs": self.bad_epochs,
+                "best_epoch": r.best_epoch, "best_valid": r.best_valid,
+                "time_to_best_s": r.time_to_best_s, "epochs": r.epochs,
+                "batch_rng": self.batches.rng.bit_generator.state, "config": to_dict(self.cfg)}
+
+    def restore(self, path: Path) -> None:
+        """Continue from a checkpoint written with the same settings."""
+        state = load_checkpoint(path, self.model, self.opt, self.sched)
+        saved, now = state["config"], to_dict(self.cfg)
+        changed = sorted(f"{section}.{k}" for section in now for k in
+                         (now[section] if isinstance(now[section], dict) else {})
+                         if saved.get(section, {}).get(k) != now[section][k]
+                         and not (section == "train" and k in RESUMABLE_CHANGES))
+        if changed:
+            raise ConfigError(f"--resume: {path} was written with other settings: {changed}")
+        self.batches.rng.bit_generator.state = state["batch_rng"]
+        self.epoch, self.bad_epochs = state["epoch"], state["bad_epochs"]
+        self.elapsed_before = state["elapsed_s"]
+        r = self.result
+        r.best_epoch, r.best_valid = state["best_epoch"], state["best_valid"]
+        r.time_to_best_s, r.epochs = state["time_to_best_s"], state["epochs"]
+        log.info("resuming %s after epoch %d", self.out_dir, self.epoch)
 
 
-def _run_epoch(model, batches: TrainBatches, opt, sched, tc, epoch: int) -> dict:
-    model.train()
+class _OnDevice(torch.nn.Module):
+    """Evaluation view of a model on an accelerator: CPU sequences in, CPU scores out."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.model, self.cfg, self.device = model, model.cfg, device
+
+    def score(self, seqs: torch.Tensor, item_ids: torch.Tensor | None = None) -> torch.Tensor:
+        ids = None if item_ids is None else item_ids.to(self.device)
+        return self.model.score(seqs.to(self.device), ids).float().cpu()
+
+
+def _run_epoch(net: torch.nn.Module, stream: RankBatches, opt, sched, tc, epoch: int,
+               ctx: DistContext, device: torch.device) -> dict:
+    net.train()
     t0, total, n = time.perf_counter(), 0.0, 0
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if tc.bf16
-                else contextlib.nullcontext())
-    bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not tc.progress,
-               unit="batch", dynamic_ncols=True)
-    for batch in bar:
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
+                if tc.bf16 or tc.amp == "bf16" else contextlib.nullcontext())
+    bar = tqdm(stream, desc=f"epoch {epoch}", leave=False, unit="batch", dynamic_ncols=True,
+               disable=not (tc.progress and ctx.is_main))
+    for batch, weight, n_seqs in bar:
+        if device.type != "cpu":
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast:
-            loss = model(batch)
+            loss = net(batch)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # weight: this rank's share of the global batch, so DDP's mean gradient is the
+        # global-batch gradient (exactly 1.0 when training alone)
+        (loss if weight == 1.0 else loss * weight).backward()
         if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
         opt.step()
         sched.step()
-        total += float(loss.detach()) * len(batch["input"])
-        n += len(batch["input"])
+        total += float(loss.detach()) * weight / ctx.world_size * n_seqs
+        n += n_seqs
         bar.set_postfix(loss=f"{total / n:.4f}", seq_per_s=f"{n / (time.perf_counter() - t0):.0f}")
     train_s = time.perf_counter() - t0
+    total = sum_across_ranks(total, ctx)
     return {"epoch": epoch, "loss": total / max(n, 1), "train_s": train_s,
             "seq_per_s": n / max(train_s, 1e-9), "lr": sched.get_last_lr()[0]}
 

@@ -1,0 +1,166 @@
+"""Data-parallel training with torch.distributed, started by torchrun.
+
+``torchrun --nproc-per-node N -m liverec train ...`` runs N copies of the same command; each
+reads its place from the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT). Every
+rank builds the same model from the same seed and walks the same global batch order; each
+takes a contiguous slice of every global batch (a DistributedSampler-equivalent split: the
+global batch is ``train.batch_size``, a rank gets about batch_size / world of it). Ranks weight
+their mean loss by their share of the batch's supervised positions, so DDP's averaged gradient
+is exactly the gradient of the global batch's mean loss: the same update a single process makes.
+Rank 0 alone evaluates, checkpoints and writes the run directory; its stop decision is
+broadcast so every rank leaves the loop after the same epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from liverec.errors import ConfigError
+from liverec.train.batches import TrainBatches
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a data-parallel job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_context() -> DistContext:
+    """The context torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK (defaults: alone)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError as exc:
+        raise ConfigError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers ({exc})") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"invalid distributed environment: RANK={rank} WORLD_SIZE={world}")
+    return DistContext(rank, world, local)
+
+
+def select_device(pref: str, ctx: DistContext) -> torch.device:
+    """``train.device``: "cpu", "cuda" (GPU LOCAL_RANK) or "auto" (CUDA when present)."""
+    if pref not in ("cpu", "cuda", "auto"):
+        raise ConfigError(f"train.device: unknown {pref!r}; use cpu, cuda or auto")
+    if pref == "cpu" or (pref == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but torch sees no CUDA device")
+    device = torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
+    torch.cuda.set_device(device)
+    return device
+
+
+@contextlib.contextmanager
+def process_group(ctx: DistContext, device: torch.device) -> Iterator[None]:
+    """The default process group (gloo on CPU, NCCL on GPU) for the duration of the block.
+
+    A no-op when running alone or when an outer block already started one.
+    """
+    if not ctx.enabled or dist.is_initialized():
+        yield
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def main_first(ctx: DistContext) -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. fills an on-disk cache), then the other ranks."""
+    if not ctx.enabled:
+        yield
+        return
+    if ctx.is_main:
+        yield
+        dist.barrier()
+    else:
+        dist.barrier()
+        yield
+
+
+def broadcast_from_main(value, ctx: DistContext):
+    """Rank 0's ``value`` on every rank (any picklable value between trusted ranks)."""
+    if not ctx.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def sum_across_ranks(value: float, ctx: DistContext) -> float:
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+def wrap_ddp(model: torch.nn.Module, ctx: DistContext, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel around ``model`` (unchanged when running alone)."""
+    if not ctx.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+class RankBatches:
+    """This rank's slice of every global batch of a TrainBatches, with its loss weight.
+
+    Yields (batch, weight, n_global): the {"input", "target"} (b, T) tensors of this rank,
+    the factor for its mean loss (world x its share of the global batch's supervised positions;
+    1.0 when alone) and the number of sequences in the global batch. A rank whose slice is empty
+    (a last batch smaller than the world) trains on one row with weight 0, so it still joins
+    DDP's gradient all-reduce.
+    """
+
+    def __init__(self, batches: TrainBatches, ctx: DistContext) -> None:
+        self.batches = batches
+        self.ctx = ctx
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def _tensors(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        b = self.batches
+        width = int(b.lengths[idx].max())
+        return {"input": torch.from_numpy(b.inputs[idx, -width:]),
+                "target": torch.from_numpy(b.targets[idx, -width:])}
+
+    def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], float, int]]:
+        world, lengths = self.ctx.world_size, self.batches.lengths
+        for idx in self.batches._batch_order():
+            if world == 1:
+                yield self._tensors(idx), 1.0, len(idx)
+                continue
+            mine = np.array_split(idx, world)[self.ctx.rank]
+            if len(mine) == 0:
+                yield self._tensors(idx[:1]), 0.0, len(idx)
+                continue
+            weight = world * float(lengths[mine].sum()) / float(lengths[idx].sum())
+            yield self._tensors(mine), weight, len(idx)

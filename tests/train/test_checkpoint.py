@@ -1,0 +1,80 @@
+"""Resume checkpoints: atomic writes, exact continuation, refusal on changed settings; the
+epoch callback; bf16 autocast and torch.compile on CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from liverec.errors import ConfigError
+from liverec.train.checkpoint import atomic_save
+from liverec.train.loop import train
+
+
+@pytest.fixture
+def cfg(tiny_run_config):
+    # dropout on, so the restored RNG state matters for an exact continuation
+    model = dataclasses.replace(tiny_run_config.model, dropout=0.1)
+    train_cfg = dataclasses.replace(tiny_run_config.train, epochs=4, patience=10, num_threads=1)
+    return dataclasses.replace(tiny_run_config, model=model, train=train_cfg)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(cfg, known_answer_data, tmp_path):
+    full = train(cfg, known_answer_data, tmp_path / "full")
+    seen = []
+
+    def stop_after_two(epoch: int, row: dict) -> str | None:
+        seen.append((epoch, sorted(row["valid"])[:2]))
+        return "stopped by the test" if epoch == 2 else None
+
+    cut = train(cfg, known_answer_data, tmp_path / "cut", callback=stop_after_two)
+    assert cut.stopped == "stopped by the test" and len(cut.epochs) == 2
+    assert [e for e, _ in seen] == [1, 2]
+    resumed = train(cfg, known_answer_data, tmp_path / "cut", resume=True)
+    assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3, 4]
+    assert [e["loss"] for e in resumed.epochs] == [e["loss"] for e in full.epochs]
+    assert resumed.best_valid == full.best_valid and resumed.best_epoch == full.best_epoch
+
+
+def test_resume_refuses_other_settings_and_a_missing_checkpoint(cfg, known_answer_data,
+                                                                tmp_path):
+    short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))
+    train(short, known_answer_data, tmp_path / "run")
+    other = dataclasses.replace(short, train=dataclasses.replace(short.train, lr=0.5))
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        train(other, known_answer_data, tmp_path / "run", resume=True)
+    from liverec.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="no checkpoint"):
+        train(short, known_answer_data, tmp_path / "nothing", resume=True)
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "w.safetensors"
+    atomic_save({"a": torch.ones(2)}, path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError):  # a non-tensor value fails inside save_file
+        atomic_save({"a": torch.zeros(2), "b": "not a tensor"}, path)  # type: ignore[dict-item]
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
+
+
+def test_bf16_autocast_trains_on_cpu(cfg, known_answer_data, tmp_path):
+    bf16 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, amp="bf16", epochs=3))
+    result = train(bf16, known_answer_data, tmp_path / "bf16")
+    losses = [e["loss"] for e in result.epochs]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    with pytest.raises(ConfigError, match="train.amp"):
+        train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, amp="fp8")),
+              known_answer_data, tmp_path / "bad")
+
+
+@pytest.mark.slow  # inductor compiles C++ kernels: tens of seconds on a small CPU
+def test_torch_compile_trains_on_cpu(cfg, known_answer_data, tmp_path):
+    compiled = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=True,
+                                                                  epochs=2))
+    result = train(compiled, known_answer_data, tmp_path / "compiled")
+    assert all(math.isfinite(e["loss"]) for e in result.epochs)
+    assert result.best_valid["ndcg@10"] > 0
