@@ -54,8 +54,14 @@ def _resolve_config(args: argparse.Namespace):
 def _cmd_train(args: argparse.Namespace) -> int:
     from liverec.data.pipeline import load_and_prepare
     from liverec.evaluate.report import evaluate_run
+    from liverec.train.distributed import env_context, main_first, process_group, select_device
     from liverec.train.loop import train
 
+    ctx = env_context()
+    if args.nproc > 1 and not ctx.enabled:
+        from liverec.train.launch import launch_local
+
+        return launch_local(args.nproc, args.argv, Path(args.out))
     cfg = _resolve_config(args)
     if args.name:
         cfg = dataclasses.replace(cfg, name=args.name)
@@ -66,16 +72,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = inherit_model_config(cfg, Path(args.init), args.overrides)
         init_state = pretrained_state(Path(args.init))
     out = Path(args.out)
+    say = print if ctx.is_main else (lambda *a, **k: None)  # rank 0 speaks for a DDP job
     t0 = time.perf_counter()
-    prepared = load_and_prepare(cfg.data)
-    print(f"data: {prepared.name}: {prepared.stats['users']:,} users, "
-          f"{prepared.stats['items']:,} items, {prepared.stats['interactions']:,} interactions "
-          f"({time.perf_counter() - t0:.1f}s)")
-    result = train(cfg, prepared, out, init_state=init_state)
+    with process_group(ctx, select_device(cfg.train.device, ctx)):
+        with main_first(ctx):  # rank 0 fills the prepared-data cache, the others read it
+            prepared = load_and_prepare(cfg.data)
+        say(f"data: {prepared.name}: {prepared.stats['users']:,} users, "
+            f"{prepared.stats['items']:,} items, {prepared.stats['interactions']:,} "
+            f"interactions ({time.perf_counter() - t0:.1f}s)")
+        result = train(cfg, prepared, out, init_state=init_state, resume=args.resume)
+    if not ctx.is_main:
+        return 0
     print(f"trained {result.n_trainable:,} of {result.n_parameters:,} parameters in "
           f"{result.wall_s:.0f}s; best validation "
           f"NDCG@10 {result.best_valid.get('ndcg@10', 0):.4f} at epoch {result.best_epoch} "
-          f"({result.stopped})")
+          f"({result.stopped})" + (f" on {ctx.world_size} processes" if ctx.enabled else ""))
     if args.eval:
         metrics = evaluate_run(out, baselines=() if args.no_baselines else None)
         _print_metrics(metrics, cfg.eval.ks)
@@ -151,6 +162,33 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from liverec.tune.report import render_markdown
+    from liverec.tune.search import TuneConfig, run_study
+    from liverec.tune.space import SearchSpace
+
+    base = _resolve_config(args)
+    space = None
+    if args.space:
+        try:
+            text = args.space if args.space.lstrip().startswith("{") else \
+                Path(args.space).read_text()
+            space = SearchSpace.from_dict(json.loads(text))
+        except ValueError as exc:
+            raise LiverecError(f"--space {args.space}: not valid JSON ({exc})") from None
+    tc = TuneConfig(trials=args.trials, sampler=args.sampler, storage=args.storage,
+                    study_name=args.study_name, timeout_s=args.timeout, seed=args.seed,
+                    trial_time_s=args.trial_time, prune=not args.no_prune,
+                    heartbeat_s=args.heartbeat)
+    summary = run_study(base, Path(args.out), tc, space)
+    print(render_markdown(summary))
+    for name, path in summary["files"].items():
+        print(f"{name}: {path}")
+    if "best_config" in summary["files"]:
+        print(f"train it: liverec train --config {summary['files']['best_config']} --out DIR")
+    return 0
+
+
 def _print_metrics(metrics: dict, ks: tuple[int, ...]) -> None:
     from liverec.evaluate.report import metrics_table
 
@@ -175,6 +213,11 @@ def _add_train(sub) -> None:
     p.add_argument("--no-eval", dest="eval", action="store_false",
                    help="skip the test evaluation after training")
     p.add_argument("--no-baselines", action="store_true", help="evaluate without baselines")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel training on N local processes (runs torchrun; the "
+                        "global batch stays train.batch_size)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <out>/checkpoint.safetensors (same settings)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -261,8 +304,40 @@ def _add_explain(sub) -> None:
     p.set_defaults(func=_cmd_explain)
 
 
+def _add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="hyper-parameter search (Optuna: TPE, random or grid)",
+                       description="Search model and optimiser settings; each trial is a "
+                                   "training run under the same wall-time budget, pruned on "
+                                   "per-epoch validation NDCG@10; trial 0 is the base config. "
+                                   "Writes results.{json,md}, history.png, importance.png "
+                                   "and best_config.json; run again to resume the study.")
+    _data_args(p)
+    _config_args(p)
+    p.add_argument("--trials", type=int, required=True, metavar="N",
+                   help="finished trials the study should hold (a resumed study runs the rest)")
+    p.add_argument("--sampler", choices=("tpe", "grid", "random"), default="tpe")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna RDB storage (default: sqlite:///<out>/study.db)")
+    p.add_argument("--study-name", default="liverec", help="study name inside the storage")
+    p.add_argument("--timeout", type=float, default=0.0, metavar="S",
+                   help="start no new trial after S seconds")
+    p.add_argument("--trial-time", type=float, default=0.0, metavar="S",
+                   help="each trial's training budget (train.max_time_s: a trial stops at "
+                        "the end of the first epoch past it)")
+    p.add_argument("--space", metavar="FILE|JSON",
+                   help="change the search space (a JSON file or inline JSON), e.g. "
+                        "{\"model.d_model\": [32, 64], \"train.lr\": {\"low\": 1e-4, "
+                        "\"high\": 1e-2, \"log\": true}, \"model.n_layers\": null}")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--no-prune", action="store_true", help="run every trial to its end")
+    p.add_argument("--heartbeat", type=int, default=30, metavar="S",
+                   help="trials of a dead process are failed after 3x S seconds")
+    p.add_argument("--out", default="runs/tune", help="study folder")
+    p.set_defaults(func=_cmd_tune)
+
+
 COMMANDS: list[Callable] = [_add_train, _add_eval, _add_demo, _add_compress, _add_serve,
-                            _add_explain]
+                            _add_explain, _add_tune]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for relaunching (train --nproc)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

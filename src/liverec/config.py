@@ -107,7 +107,7 @@ class TrainConfig:
     amp: str = "none"  # "none" | "bf16": autocast the forward pass to bfloat16
     compile: bool = False  # torch.compile the training forward pass
     device: str = "cpu"  # "cpu" | "cuda" (one GPU per rank under torchrun) | "auto"
-    checkpoint: bool = True  # checkpoint.safetensors (resume state) after every evaluation
+    checkpoint: bool = True  # checkpoint.safetensors (resume state) after every epoch
     progress: bool = True
 
 

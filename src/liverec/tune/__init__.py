@@ -1,0 +1,1 @@
+"""Hyper-parameter search (Optuna): search space, study runner, results and plots."""
