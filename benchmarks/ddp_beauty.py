@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from quality import git_commit  # the benchmark scripts' folder is on sys.path
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -59,7 +60,7 @@ def main() -> int:
     one = runs[0]
     for r in runs:
         r["throughput_vs_1"] = r["seq_per_s_median"] / one["seq_per_s_median"]
-    payload = {"spec": args.spec, "commit": _commit(),
+    payload = {"spec": args.spec, "commit": git_commit(),
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "torch": torch.__version__, "python": sys.version.split()[0],
                            "backend": "gloo", "threads_per_process": 1},
@@ -87,13 +88,6 @@ def render(payload: dict, name: str) -> str:
         f"{r['nproc']} proc " + ", ".join(f"{v:.4f}" for v in r["valid_ndcg@10"])
         for r in payload["runs"])]
     return "\n".join(lines) + "\n"
-
-
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -19,12 +19,12 @@ import json
 import logging
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from quality import git_commit  # the benchmark scripts' folder is on sys.path
 
 from liverec.config import apply_overrides, from_dict, load_config
 from liverec.evaluate.report import evaluate_run
@@ -47,13 +47,6 @@ def test_metrics(out: Path, row: dict | None) -> dict | None:
         return None
     run_dir = out / "trials" / f"trial_{row['number']:04d}"
     return evaluate_run(run_dir, baselines=())["model"]["test"]
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> int:
