@@ -57,12 +57,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from liverec.train.distributed import env_context, main_first, process_group, select_device
     from liverec.train.loop import train
 
+    cfg = _resolve_config(args)  # a bad setting fails here, before any worker starts
     ctx = env_context()
     if args.nproc > 1 and not ctx.enabled:
         from liverec.train.launch import launch_local
 
         return launch_local(args.nproc, args.argv, Path(args.out))
-    cfg = _resolve_config(args)
     if args.name:
         cfg = dataclasses.replace(cfg, name=args.name)
     init_state = None

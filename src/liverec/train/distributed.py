@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,8 +23,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from liverec.errors import ConfigError
+from liverec.errors import ConfigError, LiverecError
 from liverec.train.batches import TrainBatches
+
+# what gloo / NCCL say when the other end of a collective went away
+_PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
+              "NCCL communicator was aborted", "DistNetworkError", "Timed out waiting")
+
+
+class PeerLost(LiverecError):
+    """Another rank of the job stopped (killed or crashed) in the middle of a collective."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,22 @@ def main_first(ctx: DistContext) -> Iterator[None]:
     else:
         dist.barrier()
         yield
+
+
+@contextlib.contextmanager
+def peer_errors_as_one_line(ctx: DistContext) -> Iterator[None]:
+    """Turn a collective's error about a vanished peer into a one-line PeerLost."""
+    try:
+        yield
+    except RuntimeError as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        if not ctx.enabled or not any(mark in text for mark in _PEER_LOST):
+            raise
+        # gloo: "[.../pair.cc:537] Read error [127.0.0.1]:18855: Connection reset by peer. ..."
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]
+        raise PeerLost(f"rank {ctx.rank}: another worker of the job stopped ({first[:160]})"
+                       ) from None
 
 
 def broadcast_from_main(value, ctx: DistContext):

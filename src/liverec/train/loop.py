@@ -41,6 +41,7 @@ from liverec.train.distributed import (
     broadcast_from_main,
     env_context,
     main_first,
+    peer_errors_as_one_line,
     process_group,
     select_device,
     sum_across_ranks,
@@ -140,7 +141,8 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
         net = wrap_ddp(model, ctx, device)
         if tc.compile:
             net = torch.compile(net)
-        run.loop(net, callback)
+        with peer_errors_as_one_line(ctx):
+            run.loop(net, callback)
     return run.result
 
 
