@@ -162,3 +162,17 @@ def _running_with_reports(db) -> bool:
         return False
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--space", "{bad"], "not valid JSON"),
+    (["--space", '{"model.foo": [1]}'], "unknown setting 'model.foo'"),
+    (["--storage", "postgresql://me:secret@127.0.0.1:1/db"], "me:***@"),
+    (["--storage", "nosuch://x"], "--storage: cannot open"),
+])
+def test_tune_errors_are_one_readable_line(shop_file, tmp_path, capsys, extra, message):
+    argv = ["tune", "--data", str(shop_file), "--trials", "1", "--out", str(tmp_path), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("liverec: error:") and message in err and "secret" not in err
+    assert len(err.splitlines()) == 1

@@ -13,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 from pathlib import Path
 
 from liverec.config import RunConfig, to_dict
+from liverec.tune.search import redact_url
 from liverec.tune.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def write_results(study, out_dir: Path, base: RunConfig, space: SearchSpace, tc)
     baseline = next((r for r in rows if r["baseline"] and r["state"] == "COMPLETE"), None)
     summary = {
         "study": study.study_name,
-        "storage": _redact(tc.storage) if tc.storage else "study.db",
+        "storage": redact_url(tc.storage) if tc.storage else "study.db",
         "objective": "best validation NDCG@10 (full ranking, seen items masked) in the budget",
         "sampler": tc.sampler, "pruning": tc.prune, "seed": tc.seed,
         "budget": {"trial_time_s": tc.trial_time_s or base.train.max_time_s,
@@ -100,10 +100,6 @@ def param_importance(study) -> dict[str, float]:
     except (ValueError, RuntimeError, ZeroDivisionError) as exc:
         log.info("no parameter importance yet: %s", exc)
         return {}
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
 
 
 def _fmt(value) -> str:

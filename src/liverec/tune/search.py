@@ -22,6 +22,7 @@ import dataclasses
 import inspect
 import logging
 import os
+import re
 import socket
 import time
 import warnings
@@ -86,6 +87,7 @@ def open_storage(url: str, heartbeat_s: int):
     """An RDB storage whose running trials beat every ``heartbeat_s``; a trial silent for
     3x that (its process was killed) is failed, with a reason, when the study next runs."""
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
     params = inspect.signature(optuna.storages.RDBStorage).parameters
     # optuna >= 4.9 renamed failed_trial_callback (the old name warns there)
@@ -97,8 +99,14 @@ def open_storage(url: str, heartbeat_s: int):
             return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s,
                                               grace_period=3 * heartbeat_s,
                                               **{callback: _record_stale})
-    except (ValueError, ImportError) as exc:
-        raise ConfigError(f"--storage: cannot open {url!r}: {exc}") from None
+    except (ValueError, ImportError, SQLAlchemyError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--storage: cannot open {redact_url(url)!r}: {reason}") from None
+
+
+def redact_url(url: str) -> str:
+    """A storage URL without its password (for messages and result files)."""
+    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
 
 
 def _record_stale(study, trial) -> None:
