@@ -56,6 +56,7 @@ class Context:
     peft_lr: float
     fractions: tuple[float, ...]
     results: dict
+    models: tuple[str, ...] = ("id", "text", "fusion")  # quality and coldstart parts
 
 
 def build_context(args: argparse.Namespace) -> Context:
@@ -217,12 +218,16 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     ctx = build_context(args)
+    ctx.models = tuple(args.models)
     ctx.results.setdefault("meta", {})
     for part in args.parts:
         t0 = time.perf_counter()
         new = PARTS[part](ctx)
         new["part_wall_s"] = time.perf_counter() - t0
+        new["overrides"] = list(args.overrides)  # each part keeps the settings it ran with
         if part in ("quality", "coldstart"):  # rows of models not re-run this time are kept
+            for name in ctx.models:
+                new[name]["overrides"] = list(args.overrides)
             new = {**ctx.results.get(part, {}), **new}
         ctx.results[part] = new
         ctx.results["meta"].update(tag=args.tag, smoke=args.smoke, overrides=args.overrides,

@@ -36,6 +36,8 @@ def quality_md(r: dict) -> list[str]:
             lines.append(f"| {name} | {_m(t, 'hr@10')} | {_m(t, 'hr@20')} | {_m(t, 'ndcg@10')} "
                          f"| {_m(t, 'ndcg@20')} | {row['n_parameters']:,} | {row['best_epoch']} "
                          f"| {row['wall_s']:.0f} |")
+    lines += [f"\nSettings: {name}: `{r[name].get('overrides', [])}`" for name in
+              ("id", "text", "fusion") if name in r]
     return lines + [f"\nTarget (best text-aware): NDCG@20 >= {TARGETS['ndcg@20']}, "
                     f"HR@20 >= {TARGETS['hr@20']}.\n"]
 
@@ -50,6 +52,8 @@ def coldstart_md(r: dict) -> list[str]:
             lines.append(f"| {name} | {_m(c, 'hr@20')} | {_m(c, 'ndcg@20')} | {_m(w, 'hr@20')} | "
                          f"{_m(w, 'ndcg@20')} | {r[name]['cold_warm_hr@20_ratio']:.3f} | "
                          f"{c.get('cases', 0)} |")
+    lines += [f"\nSettings: {name}: `{r[name].get('overrides', [])}`" for name in
+              ("id", "text", "fusion") if name in r]
     return lines + [f"\nTarget: cold/warm HR@20 >= {TARGETS['cold_warm']} (best text-aware).\n"]
 
 

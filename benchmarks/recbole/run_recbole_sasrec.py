@@ -1,4 +1,5 @@
 #!/usr/bin/env python
+# ruff: noqa: E501  (a standalone script run in its own RecBole venv; long report strings)
 """Peer baseline: RecBole 1.2.1 SASRec (CE loss) on Amazon Beauty, with per-epoch timing.
 
 Runs RecBole's own pipeline (Config -> create_dataset -> data_preparation -> SASRec ->
@@ -125,7 +126,7 @@ def main() -> int:
     ap.add_argument("--workdir", default=os.getcwd(),
                     help="work dir outside the repo for the .inter file, logs and checkpoints (default: cwd)")
     ap.add_argument("--eval-batch-size", type=int, default=2048)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "recbole_sasrec_beauty.json"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results" / "recbole_sasrec_beauty.json"))
     args = ap.parse_args()
 
     workdir = Path(args.workdir).resolve()
@@ -138,8 +139,8 @@ def main() -> int:
 
     os.chdir(workdir)  # RecBole writes log/ and log_tensorboard/ into cwd
 
-    import torch
     import recbole
+    import torch
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.model.sequential_recommender import SASRec
