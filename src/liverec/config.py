@@ -67,8 +67,8 @@ class ModelConfig:
     loss: str = "ce"  # "ce" = full softmax; "sampled" = sampled softmax (large catalogues)
     n_negatives: int = 256  # for the sampled softmax
     label_smoothing: float = 0.0
-    # item representation (model/items.py registry): "id", "text" (frozen LM vectors through
-    # a trainable adaptor) or "fusion" (id + text)
+    # item representation (model/items.py registry): "id", "mixed" (id, frequency-aware
+    # dims), "text" (frozen LM vectors through a trainable adaptor) or "fusion" (id + text)
     item_repr: str = "id"
     text_encoder: str = "minilm"  # text/encoder.py registry name, or a sentence-transformers name
     text_template: str = "{title}. {text}. {attributes}"
@@ -77,6 +77,10 @@ class ModelConfig:
     n_experts: int = 8
     whiten: bool = True  # whiten the frozen text vectors with the catalogue's statistics
     fusion: str = "sum"  # "sum" | "gate" (for item_repr="fusion")
+    # item_repr="mixed" (frequency-aware id table): the head_items most frequent items get
+    # d_model dims, the rest tail_dim dims projected up (compact students)
+    head_items: int = 0
+    tail_dim: int = 0
     # fine-tuning from a pretrained run (liverec train --init): "full", "lora" (low-rank
     # updates of the transformer/adaptor Linear layers) or "adaptor" (item adaptor only)
     finetune: str = "full"

@@ -107,3 +107,14 @@ def test_unknown_method_is_a_clear_error(variants, tmp_path):
     (bad / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="unknown compression method"):
         liverec.load(bad)
+
+
+@pytest.mark.parametrize("name", ["int8", "bf16", "structured50", "magnitude50", "distilled"])
+def test_last_position_fast_path_equals_reference(name, variants, histories):
+    model = load_model(variants[name])[0]
+    seqs = torch.from_numpy(pad_left(histories, model.cfg.max_len))
+    with torch.no_grad():
+        fast = model.encode_users(seqs).float()
+        ref = model.encode_users_reference(seqs).float()
+    assert torch.allclose(fast, ref, atol=1e-4 if name != "bf16" else 5e-2), \
+        (fast - ref).abs().max()

@@ -56,3 +56,29 @@ def test_losses_finite_and_backprop(tiny_model_config, loss):
 def test_unknown_model_name(tiny_model_config):
     with pytest.raises(ValueError, match="unknown model"):
         build_model(dataclasses.replace(tiny_model_config, name="nope"))
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_last_position_fast_path_equals_reference(tiny_model_config, n_layers):
+    torch.manual_seed(n_layers)
+    model = build_model(dataclasses.replace(tiny_model_config, n_layers=n_layers)).eval()
+    seqs = torch.tensor([[0, 0, 0, 3, 4], [1, 2, 3, 4, 5], [0, 0, 0, 0, 0], [0, 0, 0, 0, 7]])
+    long = torch.randint(1, tiny_model_config.n_items + 1, (3, tiny_model_config.max_len + 4))
+    with torch.no_grad():
+        for s in (seqs, long):
+            fast, ref = model.encode_users(s), model.encode_users_reference(s)
+            assert fast.shape == ref.shape
+            assert torch.allclose(fast, ref, atol=1e-5), (fast - ref).abs().max()
+
+
+def test_fast_path_is_differentiable_and_training_uses_reference(tiny_model_config):
+    model = build_model(tiny_model_config).eval()
+    seqs = torch.tensor([[0, 1, 2, 3]])
+    model.encode_users(seqs).sum().backward()  # gradient-based explanations run through it
+    assert model.items.emb.weight.grad is not None
+    model.train()
+    torch.manual_seed(0)
+    a = model.encode_users(seqs)
+    torch.manual_seed(0)
+    b = model.encode_users_reference(seqs)
+    assert torch.equal(a, b)

@@ -15,6 +15,7 @@ from liverec.text import HashEncoder
 
 VARIANTS = {
     "id": {"item_repr": "id"},
+    "mixed": {"item_repr": "mixed", "head_items": 6, "tail_dim": 3},
     "text-linear": {"item_repr": "text"},
     "text-moe": {"item_repr": "text", "adaptor": "moe", "n_experts": 3},
     "text-raw": {"item_repr": "text", "whiten": False},
@@ -27,7 +28,7 @@ def make(tiny_model_config, variant, **extra):
     cfg = dataclasses.replace(tiny_model_config, text_dim=16, **VARIANTS[variant], **extra)
     torch.manual_seed(0)
     model = build_model(cfg)
-    if cfg.item_repr != "id":
+    if cfg.item_repr not in ("id", "mixed"):
         texts = [f"product {i} family{i // 5}" for i in range(cfg.n_items)]
         model.items.set_text(torch.from_numpy(HashEncoder(16).encode(texts)))
     return model.eval()

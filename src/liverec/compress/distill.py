@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,6 +21,7 @@ from liverec.compress.finetune import finetune
 from liverec.config import ModelConfig, TrainConfig, apply_overrides, from_dict, to_dict
 from liverec.data.prepare import Prepared
 from liverec.model import build_model
+from liverec.model.items import MixedDimItemEmbedder
 from liverec.model.sasrec import SASRec
 
 log = logging.getLogger(__name__)
@@ -38,12 +40,57 @@ def student_config(teacher: ModelConfig, overrides: Sequence[str] | Mapping) -> 
     return apply_overrides(RunConfig(model=teacher), items).model
 
 
-def init_from_teacher(student: SASRec, teacher: SASRec) -> bool:
-    """Start the student's item table at the teacher's top principal directions (SVD).
+def item_counts(prepared: Prepared) -> np.ndarray:
+    """Training occurrences of every item index (N + 1,); index 0 (padding) counts 0."""
+    seqs = prepared.train_sequences()
+    flat = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int64)
+    return np.bincount(flat, minlength=prepared.vocab.n_items + 1)
 
-    Only possible when the student's table is a learned parameter (id embeddings).
-    Returns whether it was done.
+
+def init_mixed_from_teacher(items: MixedDimItemEmbedder, teacher_table: torch.Tensor,
+                            counts: np.ndarray) -> None:
+    """Head = the most frequent items with the teacher's rows; tail = the teacher's other rows
+    projected on their top ``tail_dim`` principal directions (SVD), so the student starts at
+    the teacher's table truncated where it matters least. teacher_table: (N + 1, D)."""
+    k, r = items.head.shape[0], items.tail.shape[1]
+    order = np.argsort(-counts[1:], kind="stable") + 1  # item indices, most frequent first
+    items.set_head(torch.from_numpy(order[:k].copy()))
+    t = teacher_table.detach().float()
+    with torch.no_grad():
+        items.head.copy_(t[torch.from_numpy(order[:k].copy())])
+        tail_rows = t[torch.from_numpy(order[k:].copy())]  # (N - K, D); slot order = index order
+        tail_rows = tail_rows[torch.from_numpy(np.argsort(order[k:], kind="stable"))]
+        if tail_rows.shape[0]:
+            u, sv, vh = torch.linalg.svd(tail_rows, full_matrices=False)
+            d = min(r, vh.shape[0])
+            items.tail.zero_()
+            items.tail[:, :d] = u[:, :d] * sv[:d]  # (N - K, d)
+            items.proj.weight.zero_()
+            items.proj.weight[:, :d] = vh[:d].T  # (D, d)
+
+
+def copy_matching(student: nn.Module, teacher: nn.Module) -> list[str]:
+    """Copy teacher tensors whose name and shape the student shares (positions, the first
+    blocks, final LayerNorm), item tables excluded. Returns the copied names."""
+    own = student.state_dict()
+    fit = {k: v for k, v in teacher.state_dict().items()
+           if not k.startswith("items.") and k in own and own[k].shape == v.shape}
+    student.load_state_dict(fit, strict=False)
+    return sorted(fit)
+
+
+def init_from_teacher(student: SASRec, teacher: SASRec, counts: np.ndarray | None = None) -> bool:
+    """Start the student's item table from the teacher's.
+
+    A mixed-dimension table (``item_repr="mixed"``) takes the teacher's rows for the most
+    frequent items (``counts``) and a truncated SVD for the rest; a plain id table of a
+    smaller dimension takes the teacher's top principal directions. Returns whether it was done.
     """
+    if isinstance(student.items, MixedDimItemEmbedder):
+        if counts is None:
+            raise ValueError("a mixed-dimension student needs item counts to pick its head")
+        init_mixed_from_teacher(student.items, teacher.item_table(), counts)
+        return True
     table = student.item_table()
     if not isinstance(table, nn.Parameter):
         return False
@@ -77,7 +124,8 @@ def distill_loss(student: SASRec, teacher: SASRec, batch: dict[str, torch.Tensor
 
 
 def distill(teacher: SASRec, prepared: Prepared, student_cfg: ModelConfig, tc: TrainConfig,
-            epochs: int, temperature: float = 2.0, alpha: float = 0.5) -> tuple[SASRec, dict]:
+            epochs: int, temperature: float = 2.0, alpha: float = 0.5,
+            copy_weights: bool = False) -> tuple[SASRec, dict]:
     """Train a student of ``student_cfg`` on the teacher's distribution and the true items.
 
     Args:
@@ -88,6 +136,8 @@ def distill(teacher: SASRec, prepared: Prepared, student_cfg: ModelConfig, tc: T
         epochs: training epochs (best validation epoch kept).
         temperature: softmax temperature T for the KL term.
         alpha: weight of the KL term (1 - alpha on the cross-entropy).
+        copy_weights: start the student's transformer tensors that match the teacher's in
+            name and shape (e.g. its first block when only the layer count differs) there.
 
     Returns:
         (student in eval mode, fine-tune log).
@@ -95,11 +145,13 @@ def distill(teacher: SASRec, prepared: Prepared, student_cfg: ModelConfig, tc: T
     student_cfg = dataclasses.replace(student_cfg, n_items=teacher.cfg.n_items)
     torch.manual_seed(tc.seed)
     student = build_model(student_cfg)
-    svd = init_from_teacher(student, teacher)
+    svd = init_from_teacher(student, teacher, item_counts(prepared))
+    copied = copy_matching(student, teacher) if copy_weights else []
     teacher.eval()  # its logits are computed under no_grad; its weights stay untouched
     result = finetune(
         student, prepared, tc, epochs,
         loss_fn=lambda m, b: distill_loss(m, teacher, b, temperature, alpha),
     )
     result["svd_init"] = svd
+    result["copied_from_teacher"] = copied
     return student, result

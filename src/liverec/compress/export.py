@@ -48,10 +48,16 @@ class TransformerBody(nn.Module):
         pos = torch.arange(self.cfg.max_len - T, self.cfg.max_len, device=seqs.device)  # (T,)
         x = item_vecs * (self.cfg.d_model**0.5) + self.pos(pos)  # (B, T, D)
         x = x * (seqs != 0).unsqueeze(-1)  # (B, T, D)
-        mask = export_mask(seqs)  # (B, 1, T, T)
-        for block in self.blocks:
-            x = block(x, mask)  # (B, T, D)
-        return self.ln_f(x)[:, -1]  # (B, D)
+        *first, last = self.blocks
+        if first:
+            mask = export_mask(seqs)  # (B, 1, T, T)
+            for block in first:
+                x = block(x, mask)  # (B, T, D)
+        if not hasattr(last, "forward_last"):
+            return self.ln_f(last(x, export_mask(seqs)))[:, -1]  # (B, D)
+        t = torch.arange(T, device=seqs.device)  # (T,)
+        key_mask = ((seqs != 0) | (t == T - 1)[None, :])[:, None, None, :]  # (B, 1, 1, T)
+        return self.ln_f(last.forward_last(x, key_mask))[:, 0]  # (B, D): last position only
 
 
 def export_onnx(model: SASRec, path: Path, int8: bool = False) -> Path:

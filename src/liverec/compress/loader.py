@@ -20,6 +20,7 @@ from liverec.compress.quantize import half_skeleton, int8_skeleton
 from liverec.config import ModelConfig
 from liverec.errors import ArtifactError
 from liverec.model import build_model
+from liverec.model.items import MixedDimItemEmbedder
 
 
 def _load_state(model: nn.Module, run_dir: Path, prefix: str = "") -> nn.Module:
@@ -51,7 +52,9 @@ def _half(run_dir: Path, cfg: ModelConfig, comp: dict) -> nn.Module:
 
 def _onnx(run_dir: Path, cfg: ModelConfig, comp: dict) -> nn.Module:
     n = cfg.n_items + 1
-    table = (Int8TableEmbedder(n, cfg.d_model) if comp.get("table") == "int8"
+    kind = comp.get("table", "fp32")
+    table = (Int8TableEmbedder(n, cfg.d_model) if kind == "int8"
+             else MixedDimItemEmbedder(cfg) if kind == "mixed"
              else TableEmbedder(n, cfg.d_model))
     path = run_dir / comp.get("onnx_file", ONNX_FILE)
     if not path.is_file():

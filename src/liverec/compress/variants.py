@@ -7,6 +7,7 @@ config.json, which :func:`liverec.compress.loader.load_variant` reads back.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from liverec.compress.quantize import quantize_int8, to_half
 from liverec.config import RunConfig, TrainConfig
 from liverec.data.prepare import Prepared
 from liverec.model.artifact import load_model, read_run_config, save_artifact
+from liverec.model.items import MixedDimItemEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class CompressConfig:
     distill_epochs: int = 10
     temperature: float = 2.0
     alpha: float = 0.5  # weight of the KL term in distillation
+    distill_copy: bool = False  # start the student's matching transformer tensors at the teacher's
     lr: float = 0.0  # 0 = the run's learning rate
     report: bool = True
     bench_histories: int = 200  # test histories timed at batch 1
@@ -120,13 +123,14 @@ def build_distilled(src: Source, out: Path, cc: CompressConfig, prepared: Prepar
     student_cfg = student_config(src.model.cfg, cc.distill)
     tc = dataclasses.replace(finetune_config(src, cc), warmup_steps=src.cfg.train.warmup_steps)
     student, log_ = distill(src.model, prepared, student_cfg, tc, cc.distill_epochs,
-                            cc.temperature, cc.alpha)
+                            cc.temperature, cc.alpha, copy_weights=cc.distill_copy)
     teacher_n = sum(p.numel() for p in src.model.parameters())
     return write_variant(src, out, student, {
         "method": "distill", "student": list(cc.distill), "temperature": cc.temperature,
         "alpha": cc.alpha, "teacher_parameters": teacher_n,
         "student_parameters": sum(p.numel() for p in student.parameters()),
-        "svd_init": log_["svd_init"], "finetune": _summary(log_),
+        "svd_init": log_["svd_init"], "copied_from_teacher": log_["copied_from_teacher"],
+        "finetune": _summary(log_),
     })
 
 
@@ -137,12 +141,17 @@ def build_onnx(src: Source, out: Path, int8: bool, model: torch.nn.Module | None
     out.mkdir(parents=True, exist_ok=True)
     export_onnx(model, out / ONNX_FILE, int8=int8)
     table = model.item_table().detach().float()
-    items = Int8TableEmbedder.from_table(table) if int8 else TableEmbedder.from_table(table)
+    if isinstance(model.items, MixedDimItemEmbedder) and not int8:
+        items, kind = copy.deepcopy(model.items).eval(), "mixed"  # stays factored (small)
+    elif int8:
+        items, kind = Int8TableEmbedder.from_table(table), "int8"
+    else:
+        items, kind = TableEmbedder.from_table(table), "fp32"
     wrapper = OnnxSASRec(model.cfg, items, out / ONNX_FILE)
     return write_variant(src, out, wrapper, {
         "method": "onnx", "onnx_file": ONNX_FILE, "runtime": "onnxruntime", "from": origin,
         "weights": "int8 (onnxruntime quantize_dynamic, per channel)" if int8 else "fp32",
-        "table": "int8" if int8 else "fp32",
+        "table": kind,
     })
 
 

@@ -146,14 +146,16 @@ def attention_weights(model: torch.nn.Module, history: np.ndarray,
         (P,) weights summing to 1, or None.
     """
     blocks = getattr(model, "blocks", None)
-    if blocks is None or not all(hasattr(b, "attn") and hasattr(b.attn, "qkv")
-                                 and hasattr(b.attn, "n_heads") for b in blocks):
+    if blocks is None or not hasattr(model, "encode") or not all(
+            hasattr(b, "attn") and hasattr(b.attn, "qkv") and hasattr(b.attn, "n_heads")
+            for b in blocks):
         return None
     inputs: list[tuple[torch.Tensor, torch.Tensor]] = []
     hooks = [b.attn.register_forward_pre_hook(lambda m, a: inputs.append((a[0], a[1])))
              for b in blocks]
     try:
-        model.encode_users(torch.from_numpy(history[-max_len:].copy())[None])
+        # the full path: every block's attention runs for every position (hooks see it)
+        model.encode(torch.from_numpy(history[-max_len:].copy())[None])
     finally:
         for h in hooks:
             h.remove()

@@ -30,6 +30,73 @@ class IdItemEmbedder(nn.Module):
         return self.emb.weight  # (N + 1, D)
 
 
+class MixedDimItemEmbedder(nn.Module):
+    """Frequency-aware id table: the ``K = cfg.head_items`` most frequent items get a full
+    D-dim vector, every other item an r-dim one (``r = cfg.tail_dim``) projected to D
+    (mixed-dimension embeddings, Ginart et al. 2019). Parameters: K*D + (N - K)*r + r*D
+    instead of N*D, which is what lets a small distilled student keep the popular items
+    exact when the item table dominates the model.
+
+    ``slot`` (a buffer, saved with the weights) maps item index -> row of the concatenated
+    [head; tail; zero] table; items 1..K are the head until :meth:`set_head` says otherwise.
+    In eval mode without gradients the materialised (N + 1, D) table is cached.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        n, k, r = cfg.n_items, cfg.head_items, cfg.tail_dim
+        if not 0 < k <= n:
+            raise ValueError(f"head_items must be in 1..n_items ({n}), got {k}")
+        if r < 1 and k < n:
+            raise ValueError(f"tail_dim must be >= 1 when head_items < n_items, got {r}")
+        self.head = nn.Parameter(torch.randn(k, cfg.d_model) * 0.02)  # (K, D)
+        self.tail = nn.Parameter(torch.randn(n - k, r) * 0.02)  # (N - K, r)
+        self.proj = nn.Linear(r, cfg.d_model, bias=False)  # r -> D
+        # (N + 1,) int32 (half the bytes of int64); padding -> the zero row
+        self.register_buffer("slot", torch.cat([torch.tensor([n]), torch.arange(n)]).int())
+        self._cache: tuple[tuple, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def set_head(self, head_items: torch.Tensor) -> None:
+        """Make ``head_items`` (K item indices, e.g. the most frequent) the full-dim rows."""
+        n, k = self.slot.shape[0] - 1, self.head.shape[0]
+        head_items = torch.as_tensor(head_items, dtype=torch.long)
+        if head_items.shape != (k,) or head_items.min() < 1 or head_items.max() > n \
+                or head_items.unique().numel() != k:
+            raise ValueError(f"set_head needs {k} distinct item indices in 1..{n}")
+        is_head = torch.zeros(n + 1, dtype=torch.bool)
+        is_head[head_items] = True
+        tail_items = torch.nonzero(~is_head[1:]).squeeze(1) + 1  # (N - K,)
+        self.slot[head_items] = torch.arange(k, dtype=torch.int32)
+        self.slot[tail_items] = torch.arange(k, n, dtype=torch.int32)
+        self.slot[0] = n
+
+    def _key(self) -> tuple:
+        return tuple((t.data_ptr(), t._version) for t in (self.head, self.tail, self.proj.weight,
+                                                         self.slot))
+
+    def table(self) -> torch.Tensor:
+        cacheable = not self.training and not torch.is_grad_enabled()
+        if cacheable and self._cache is not None and self._cache[0] == self._key():
+            return self._cache[1]
+        zero = self.head.new_zeros(1, self.head.shape[1])
+        full = torch.cat([self.head, self.proj(self.tail), zero])[self.slot]  # (N + 1, D)
+        if cacheable:
+            self._cache = (self._key(), full)
+        return full
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.table()[idx]  # (..., D)
+
+    def score_users(self, u: torch.Tensor) -> torch.Tensor:
+        """Scores of every item without materialising the table: K*D + (N - K)*r + r*D
+        multiply-adds per user instead of N*D. u: (B, D) -> (B, N + 1); reference
+        ``u @ table().T`` (a test compares them)."""
+        zero = u.new_zeros(u.shape[0], 1)  # the padding column
+        parts = [u @ self.head.T, (u @ self.proj.weight) @ self.tail.T, zero]  # (B,K),(B,N-K)
+        return torch.cat(parts, 1).index_select(1, self.slot)  # (B, N + 1)
+
+
 def _text_embedder(cfg: ModelConfig) -> nn.Module:
     from liverec.model.text_items import TextItemEmbedder
 
@@ -42,11 +109,12 @@ def _fusion_embedder(cfg: ModelConfig) -> nn.Module:
     return FusionItemEmbedder(cfg)
 
 
-ITEM_EMBEDDERS = {"id": IdItemEmbedder, "text": _text_embedder, "fusion": _fusion_embedder}
+ITEM_EMBEDDERS = {"id": IdItemEmbedder, "mixed": MixedDimItemEmbedder, "text": _text_embedder,
+                  "fusion": _fusion_embedder}
 
 
 def build_item_embedder(cfg: ModelConfig) -> nn.Module:
-    """The item representation named by ``cfg.item_repr`` ("id", "text" or "fusion")."""
+    """The item representation named by ``cfg.item_repr`` ("id", "mixed", "text", "fusion")."""
     if cfg.item_repr not in ITEM_EMBEDDERS:
         raise ValueError(f"unknown item_repr {cfg.item_repr!r}; known: {sorted(ITEM_EMBEDDERS)}")
     return ITEM_EMBEDDERS[cfg.item_repr](cfg)

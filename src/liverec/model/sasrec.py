@@ -37,6 +37,25 @@ class CausalSelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
 
 
+def attend_last(attn: nn.Module, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """Self-attention output at the last position only (inference fast path).
+
+    Keys and values still come from every position; the query, output projection and
+    everything after it run for one position. Works for any attention module with ``qkv``,
+    ``proj`` and ``n_heads`` (also heads removed by structured pruning, or int8 Linears).
+    x: (B, T, D), key_mask: (B, 1, 1, T) -> (B, 1, D).
+    """
+    B, T, _ = x.shape
+    qkv = attn.qkv(x)  # (B, T, 3 * inner)
+    inner = qkv.shape[-1] // 3
+    H = attn.n_heads
+    q = qkv[:, -1:, :inner].reshape(B, 1, H, -1).transpose(1, 2)  # (B, H, 1, Dh)
+    k = qkv[..., inner : 2 * inner].reshape(B, T, H, -1).transpose(1, 2)  # (B, H, T, Dh)
+    v = qkv[..., 2 * inner :].reshape(B, T, H, -1).transpose(1, 2)  # (B, H, T, Dh)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # (B, H, 1, Dh)
+    return attn.proj(y.transpose(1, 2).reshape(B, 1, inner))  # (B, 1, D)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(LN(x)), then x + FFN(LN(x))."""
 
@@ -55,6 +74,11 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = x + self.drop(self.attn(self.ln1(x), mask))  # (B, T, D)
         return x + self.drop(self.ffn(self.ln2(x)))  # (B, T, D)
+
+    def forward_last(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """The block's output at the last position only (eval). (B, T, D) -> (B, 1, D)."""
+        h = x[:, -1:] + attend_last(self.attn, self.ln1(x), key_mask)  # (B, 1, D)
+        return h + self.ffn(self.ln2(h))  # (B, 1, D)
 
 
 def attention_mask(seqs: torch.Tensor) -> torch.Tensor:
@@ -89,24 +113,46 @@ class SASRec(nn.Module):
     def from_config(cls, cfg: ModelConfig) -> SASRec:
         return cls(cfg)
 
-    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
-        """Hidden state at every position. seqs: (B, T) left-padded item indices, T <= max_len."""
-        B, T = seqs.shape
-        if T > self.cfg.max_len:
+    def _inputs(self, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(trimmed seqs (B, T), input vectors (B, T, D)) for left-padded item indices."""
+        if seqs.shape[1] > self.cfg.max_len:
             seqs = seqs[:, -self.cfg.max_len :]
-            T = self.cfg.max_len
+        T = seqs.shape[1]
         # positions count from the left edge of a max_len window, so trimming the padding of a
         # batch (T < max_len) gives exactly the same result as padding to max_len
         pos = torch.arange(self.cfg.max_len - T, self.cfg.max_len, device=seqs.device)  # (T,)
         x = self.items(seqs) * (self.cfg.d_model**0.5) + self.pos(pos)  # (B, T, D)
-        x = self.emb_drop(x * (seqs != 0).unsqueeze(-1))  # (B, T, D)
+        return seqs, self.emb_drop(x * (seqs != 0).unsqueeze(-1))  # (B, T), (B, T, D)
+
+    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Hidden state at every position. seqs: (B, T) left-padded item indices, T <= max_len."""
+        seqs, x = self._inputs(seqs)  # (B, T), (B, T, D)
         mask = attention_mask(seqs)  # (B, 1, T, T)
         for block in self.blocks:
             x = block(x, mask)  # (B, T, D)
         return self.ln_f(x)  # (B, T, D)
 
     def encode_users(self, seqs: torch.Tensor) -> torch.Tensor:
-        """User vector = hidden state at the last (most recent) position. (B, T) -> (B, D)."""
+        """User vector = hidden state at the last (most recent) position. (B, T) -> (B, D).
+
+        In eval mode the last block runs for the last position only (its other outputs are
+        never read); :meth:`encode_users_reference` is the plain path, and a test compares them.
+        """
+        if self.training or not self.blocks or not all(hasattr(b, "forward_last")
+                                                       for b in self.blocks):
+            return self.encode_users_reference(seqs)
+        seqs, x = self._inputs(seqs)  # (B, T), (B, T, D)
+        *first, last = self.blocks
+        if first:
+            mask = attention_mask(seqs)  # (B, 1, T, T)
+            for block in first:
+                x = block(x, mask)  # (B, T, D)
+        key_mask = (seqs != 0)[:, None, None, :].clone()  # (B, 1, 1, T)
+        key_mask[..., -1] = True  # the last position always sees itself (as in attention_mask)
+        return self.ln_f(last.forward_last(x, key_mask))[:, 0]  # (B, D)
+
+    def encode_users_reference(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Reference path of :meth:`encode_users`: every position through every block."""
         return self.encode(seqs)[:, -1]
 
     def item_table(self) -> torch.Tensor:
@@ -116,6 +162,8 @@ class SASRec(nn.Module):
     def score(self, seqs: torch.Tensor, item_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of all items (B, N + 1), or of given items (B, K) when item_ids is (B, K)."""
         u = self.encode_users(seqs)  # (B, D)
+        if item_ids is None and hasattr(self.items, "score_users"):
+            return self.items.score_users(u)  # (B, N + 1), e.g. a factored table
         table = self.item_table()
         if item_ids is None:
             return u @ table.T  # (B, N + 1)
