@@ -172,7 +172,8 @@ def bench_transfer(ctx: Context) -> dict:
     pre = pretrained_run(ctx)
     cfg = ctx.configs["target"]
     target = load_and_prepare(cfg.data)
-    out: dict = {"pretrained": str(pre), "target": cfg.data.source, "rows": []}
+    out: dict = {"pretrained": str(pre), "target": cfg.data.source, "rows": [],
+                 "peft_lr": ctx.peft_lr}
     for frac in ctx.fractions:
         sub = subsample_train_users(target, frac, seed=0)
         modes = [("scratch", None), ("full", "full")]
@@ -206,7 +207,8 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="override applied to every config, e.g. train.max_time_s=1800")
     p.add_argument("--encoder", default=None, help="encoder for the encode part")
-    p.add_argument("--peft-lr", type=float, default=3e-3, help="learning rate for LoRA/adaptor")
+    p.add_argument("--peft-lr", type=float, default=1e-2,
+                   help="learning rate for LoRA/adaptor (few trainable weights: higher than full)")
     p.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.25, 0.1])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--models", nargs="+", default=["id", "text", "fusion"],

@@ -72,6 +72,8 @@ def transfer_md(r: dict) -> list[str]:
         if row["mode"] in ("lora", "adaptor") and full.get(row["fraction"]):
             ratio = row["test"]["ndcg@20"] / full[row["fraction"]]
             lines.append(f"| {row['fraction']:.0%} | {row['mode']} | {ratio:.3f} |")
+    lines.append(f"\nSettings: `{r.get('overrides', [])}`; LoRA/adaptor learning rate "
+                 f"{r.get('peft_lr', 'the config')}, every mode the same epochs and stopping.")
     return lines + [f"\nTargets: PEFT with <= {TARGETS['peft_fraction']:.0%} trainable reaches "
                     f">= {TARGETS['peft_ratio']:.0%} of full fine-tuning; with 10% of users, "
                     "pretrained + fine-tuned beats scratch.\n"]
@@ -107,6 +109,12 @@ def plot(results: dict, path: Path) -> None:
             pts = sorted((r["fraction"], r["test"]["ndcg@20"]) for r in rows if r["mode"] == mode)
             if pts:
                 axes[2].plot(*zip(*pts), marker="o", label=mode)
+        for mode, marker in (("lora", "s"), ("adaptor", "^")):  # fine-tuning modes, as points
+            pts = [(r["fraction"], r["test"]["ndcg@20"], r["trainable_fraction"]) for r in rows
+                   if r["mode"] == mode]
+            for x, y, share in pts:
+                axes[2].scatter([x], [y], marker=marker, s=60, zorder=3,
+                                label=f"{mode} ({share:.1%} trainable)")
         axes[2].set_xlabel("share of target users")
         axes[2].set_title(f"transfer to {results['transfer']['target']}: NDCG@20")
         axes[2].legend()
@@ -121,7 +129,8 @@ def write_report(results: dict, stem: Path) -> None:
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     meta = results.get("meta", {})
     lines = [f"# Text-aware items benchmark `{meta.get('tag')}`\n",
-             f"Overrides: {meta.get('overrides')}; torch {meta.get('torch')}, "
+             f"Overrides of the latest run (each part lists its own): {meta.get('overrides')}; "
+             f"torch {meta.get('torch')}, "
              f"{meta.get('threads')} threads; smoke: {meta.get('smoke')}.\n"]
     for part, fn in (("encode", encode_md), ("quality", quality_md),
                      ("coldstart", coldstart_md), ("transfer", transfer_md)):
