@@ -39,11 +39,23 @@ def git_commit() -> str:
         return "unknown"
 
 
+def built_variants(out: Path) -> dict[str, Path]:
+    """name -> run directory of the variants under ``out``, in the order they were built."""
+    dirs = [d for d in out.iterdir() if (d / "config.json").is_file()] if out.is_dir() else []
+    if not dirs:
+        raise SystemExit(f"--reuse: no built variants under {out}")
+    dirs.sort(key=lambda d: (d / "config.json").stat().st_mtime)
+    return {d.name: d for d in dirs}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config", help="configs/compress/<name>.json")
     ap.add_argument("--run-dir", help="override the config's run_dir")
     ap.add_argument("--out", help="where to write the variants (default <run_dir>-compressed)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="measure the variants already under --out (built by an earlier run of "
+                         "this config) without rebuilding them, e.g. again on a quiet machine")
     args = ap.parse_args()
     raw = json.loads(Path(args.config).read_text())
     run_dir = Path(args.run_dir or raw["run_dir"])
@@ -52,8 +64,12 @@ def main() -> int:
     out = Path(args.out or f"{run_dir}-compressed")
     t0 = time.perf_counter()
     prepared = prepare_for(run_dir)
-    made = build_variants(run_dir, out, cc, prepared)
-    build_s = time.perf_counter() - t0
+    if args.reuse:
+        made = built_variants(out)
+        build_s = None
+    else:
+        made = build_variants(run_dir, out, cc, prepared)
+        build_s = time.perf_counter() - t0
     result = compare({"fp32": run_dir, **made}, prepared, cc.bench_histories, cc.repeats,
                      cc.throughput_batch, cc.throughput_repeats, cc.threads)
     result.update(config=args.config, run_dir=str(run_dir), commit=git_commit(),

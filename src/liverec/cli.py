@@ -129,7 +129,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         prune_kinds=("structured",) if args.structured else ("magnitude",),
         distill=student_overrides(args.distill), onnx=args.onnx,
         finetune_epochs=args.finetune_epochs, distill_epochs=args.distill_epochs,
-        report=not args.no_report, threads=args.threads,
+        distill_copy=args.distill_copy, report=not args.no_report, threads=args.threads,
     )
     result = compress_run(Path(args.run_dir), Path(args.out), cc)
     for name, path in result["variants"].items():
@@ -261,6 +261,10 @@ def _add_compress(sub) -> None:
     p.add_argument("--onnx", action="store_true", help="ONNX Runtime variants (fp32 and int8)")
     p.add_argument("--finetune-epochs", type=int, default=3, help="fine-tune after pruning")
     p.add_argument("--distill-epochs", type=int, default=10, help="student training epochs")
+    p.add_argument("--distill-copy", action="store_true",
+                   help="start the student's transformer tensors that match the teacher's in "
+                        "name and shape there (e.g. item_repr=mixed head_items=2000 tail_dim=2 "
+                        "n_layers=1: the teacher's first block)")
     p.add_argument("--threads", type=int, default=1, help="threads while measuring latency")
     p.add_argument("--no-report", action="store_true", help="build the variants only")
     p.set_defaults(func=_cmd_compress)

@@ -39,3 +39,22 @@ def test_cli_compress_builds_loadable_variants(trained_run, tmp_path, capsys):
     out = capsys.readouterr().out
     for name in ("int8", "onnx-fp32", "onnx-int8"):
         assert name in out and (tmp_path / name / "config.json").is_file()
+
+
+def test_cli_compress_passes_the_student_and_copy_flag(tmp_path, monkeypatch):
+    import liverec.compress.pipeline as pipeline
+
+    seen = {}
+
+    def fake(run_dir, out, cc):
+        seen["cc"] = cc
+        return {"variants": {}, "report": None, "files": []}
+
+    monkeypatch.setattr(pipeline, "compress_run", fake)
+    rc = main(["compress", str(tmp_path), "--distill", "item_repr=mixed", "head_items=10",
+               "tail_dim=2", "n_layers=1", "--distill-copy", "--distill-epochs", "1",
+               "--no-report", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    cc = seen["cc"]
+    assert cc.distill == ("item_repr=mixed", "head_items=10", "tail_dim=2", "n_layers=1")
+    assert cc.distill_copy and cc.distill_epochs == 1

@@ -164,10 +164,14 @@ def plot(result: dict, path: Path) -> None:
 
     rows = result["variants"]
     biggest = max(r["weight_bytes"] for r in rows.values())
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for n, r in rows.items():
-        ax.scatter(r["p50_ms"], r["ndcg@20"], s=40 + 800 * r["weight_bytes"] / biggest, alpha=0.6)
-        ax.annotate(n, (r["p50_ms"], r["ndcg@20"]), textcoords="offset points", xytext=(6, 6))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    markers = "os^Dv<>ph*"
+    for i, (n, r) in enumerate(rows.items()):  # a legend, not labels: close points overlap
+        ax.scatter(r["p50_ms"], r["ndcg@20"], s=40 + 800 * r["weight_bytes"] / biggest,
+                   alpha=0.6, marker=markers[i % len(markers)],
+                   label=f"{n} ({r['weight_bytes'] / 1e6:.2f} MB)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=0.5,
+              frameon=False)
     ax.set_xlabel("batch-1 latency p50 (ms)")
     ax.set_ylabel("NDCG@20 (test, full ranking)")
     ax.set_title("Compression: quality vs latency (marker area = weight size)")
