@@ -86,6 +86,8 @@ class ModelConfig:
     finetune: str = "full"
     lora_rank: int = 8
     lora_alpha: float = 16.0
+    # where LoRA goes: "blocks" (attention/FFN projections) and/or "items" (the text adaptor)
+    lora_scopes: tuple[str, ...] = ("blocks", "items")
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,15 @@ def test_lora_zero_init_equals_base_and_fraction(tiny_model_config):
     assert all(("lora_" in n or "ln" in n) for n, p in lora.named_parameters() if p.requires_grad)
 
 
+def test_lora_scopes_choose_where_the_updates_go(tiny_model_config):
+    items_only = make(tiny_model_config, "text-moe", finetune="lora", lora_rank=2,
+                      lora_scopes=("items",))
+    wrapped = [n for n, m in items_only.named_modules() if isinstance(m, LoRALinear)]
+    assert wrapped and all(n.startswith("items.") for n in wrapped)
+    with pytest.raises(ValueError, match="lora_scopes"):
+        make(tiny_model_config, "text-moe", finetune="lora", lora_scopes=("heads",))
+
+
 def test_lora_matches_merged_reference():
     layer = LoRALinear(torch.nn.Linear(6, 5), rank=2, alpha=4.0)
     torch.nn.init.normal_(layer.lora_B)

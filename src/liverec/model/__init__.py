@@ -20,5 +20,5 @@ def build_model(cfg: ModelConfig) -> SASRec:
     if cfg.finetune == "lora":
         from liverec.model.lora import add_lora
 
-        add_lora(model, cfg.lora_rank, cfg.lora_alpha)
+        add_lora(model, cfg.lora_rank, cfg.lora_alpha, scopes=tuple(cfg.lora_scopes))
     return model

@@ -53,6 +53,9 @@ def add_lora(model: nn.Module, rank: int, alpha: float,
     """
     if rank <= 0:
         raise ValueError(f"lora_rank must be >= 1, got {rank}")
+    unknown = sorted(set(scopes) - {"blocks", "items"})
+    if unknown or not scopes:
+        raise ValueError(f"lora_scopes must name 'blocks' and/or 'items', got {list(scopes)}")
     wrapped = 0
     for scope in scopes:
         root = getattr(model, scope, None)
