@@ -3,7 +3,7 @@
     python benchmarks/compress_bench.py configs/compress/beauty.json [--run-dir runs/beauty]
 
 The config names the fp32 run directory and a CompressConfig. The run's own DataConfig gives
-the test split (set LIVEREC_DATA=/work/shared/data for the named datasets). Writes the variant
+the test split (set LIVEREC_DATA=../shared/data for the named datasets). Writes the variant
 run directories under <run_dir>-compressed/ and benchmarks/results/compress_<name>.{json,md,png}.
 """
 

@@ -1,6 +1,6 @@
 """Data-parallel benchmark: the same Beauty training on 1 and on 2 gloo processes (CPU).
 
-    LIVEREC_DATA=/work/shared/data OMP_NUM_THREADS=1 \
+    LIVEREC_DATA=../shared/data OMP_NUM_THREADS=1 \
         python benchmarks/ddp_beauty.py [configs/tune/ddp_beauty.json] [--out runs/ddp_beauty]
 
 Each run is the real command line (``liverec train``; ``--nproc 2`` launches torchrun), with

@@ -1,6 +1,6 @@
 """Explanation faithfulness and latency on a trained run's test users.
 
-    LIVEREC_DATA=/work/shared/data python benchmarks/faithfulness.py runs/beauty --name beauty
+    LIVEREC_DATA=../shared/data python benchmarks/faithfulness.py runs/beauty --name beauty
 
 For each sampled test user, the item explained is the model's top-1 recommendation (seen
 items masked; ``--target test`` explains the held-out test item instead). Each method ranks

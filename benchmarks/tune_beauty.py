@@ -1,6 +1,6 @@
 """Hyper-parameter search benchmark: a TPE study on Beauty against the committed default config.
 
-    LIVEREC_DATA=/work/shared/data OMP_NUM_THREADS=1 \
+    LIVEREC_DATA=../shared/data OMP_NUM_THREADS=1 \
         python benchmarks/tune_beauty.py [configs/tune/beauty_tpe.json] [--out runs/tune_beauty]
 
 The frozen study file names the base config (trial 0, enqueued, so the default is measured

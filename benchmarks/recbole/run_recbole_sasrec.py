@@ -130,6 +130,7 @@ def main() -> int:
     args = ap.parse_args()
 
     workdir = Path(args.workdir).resolve()
+    args.out = str(Path(args.out).resolve())  # before the chdir below
     src = Path(args.data_root) / "Beauty" / "Beauty.txt"
     if not src.is_file():
         sys.exit(f"missing {src}")
