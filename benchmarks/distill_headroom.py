@@ -22,26 +22,18 @@ import numpy as np
 import torch
 
 import liverec
-from liverec.compress.distill import item_counts
 from liverec.compress.variants import prepare_for
-from liverec.evaluate.protocol import evaluate_model, mask_seen, pad_left
+from liverec.evaluate.protocol import evaluate_model, model_score_fn, rank_targets
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def ndcg_per_case(model, prepared, stage: str, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """(NDCG@k of every case, its target index), full ranking with the history masked."""
+    """(NDCG@k of every case, its target index): the evaluation protocol's ranks, per case."""
     _, hist, targets = prepared.eval_cases(stage)
-    out = []
     with torch.no_grad():
-        for i in range(0, len(hist), 512):
-            h = hist[i : i + 512]
-            s = mask_seen(model.score(torch.from_numpy(pad_left(h, model.cfg.max_len))), h)
-            s[:, 0] = -torch.inf
-            t = torch.as_tensor(targets[i : i + 512])
-            rank = (s > s.gather(1, t[:, None])).sum(1).float()  # (B,) 0-based
-            out.append(torch.where(rank < k, 1 / torch.log2(rank + 2), torch.zeros_like(rank)))
-    return torch.cat(out).numpy(), np.asarray(targets)
+        ranks, _ = rank_targets(model_score_fn(model, model.cfg.max_len), hist, targets, 512, k)
+    return np.where(ranks < k, 1 / np.log2(ranks + 2), 0.0), np.asarray(targets)
 
 
 def attribute_matrix(run_dir: Path, n: int) -> torch.Tensor | None:
@@ -73,7 +65,7 @@ def main() -> None:
     torch.set_num_threads(1)
     model = liverec.load(args.run_dir).model.eval()
     prepared = prepare_for(Path(args.run_dir))
-    counts = item_counts(prepared)
+    counts = prepared.train_item_counts()
     order = np.argsort(-counts[1:], kind="stable") + 1  # most frequent first
     pos = np.full(len(counts), len(counts))  # popularity rank of every item index
     pos[order] = np.arange(len(order))
@@ -100,7 +92,7 @@ def main() -> None:
     attr = attribute_matrix(Path(args.run_dir), n)  # (N + 1, n_attr) or None
     for k in (2000, 3000) if attr is not None else ():
         tail = torch.from_numpy(order[k:].copy())
-        emb = torch.linalg.lstsq(attr[tail], table[tail]).solution  # (n_attr, D)
+        emb = torch.linalg.lstsq(attr[tail], table[tail], driver="gelsd").solution  # min-norm
         cut = table.clone()
         cut[tail] = attr[tail] @ emb  # tail rows = mean of fitted attribute vectors
         with torch.no_grad():

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from liverec.compress.distill import copy_matching, distill, init_mixed_from_teacher, item_counts
+from liverec.compress.distill import copy_matching, distill, init_mixed_from_teacher
 from liverec.config import ModelConfig, TrainConfig
 from liverec.model import build_model
 from liverec.model.artifact import load_model
@@ -36,7 +36,7 @@ def test_init_keeps_frequent_rows_and_reconstructs_a_low_rank_tail():
 
 
 def test_item_counts_match_training_sequences(known_answer_data):
-    counts = item_counts(known_answer_data)
+    counts = known_answer_data.train_item_counts()
     flat = np.concatenate(known_answer_data.train_sequences())
     assert counts.shape == (known_answer_data.vocab.n_items + 1,)
     assert counts.sum() == flat.size and counts[0] == 0
@@ -60,7 +60,7 @@ def test_mixed_student_end_to_end(trained_run, known_answer_data):
     tc = TrainConfig(lr=1e-2, batch_size=64, warmup_steps=2, progress=False)
     student, log_ = distill(teacher, known_answer_data, cfg, tc, epochs=1, copy_weights=True)
     assert log_["svd_init"] and "blocks.0.attn.qkv.weight" in log_["copied_from_teacher"]
-    counts = item_counts(known_answer_data)
+    counts = known_answer_data.train_item_counts()
     top = set(np.argsort(-counts[1:], kind="stable")[:10] + 1)
     head_rows = {int(i) for i in torch.nonzero(student.items.slot < 10).squeeze(1)}
     assert head_rows == top  # the most frequent items got the full-dimension rows

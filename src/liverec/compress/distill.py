@@ -40,13 +40,6 @@ def student_config(teacher: ModelConfig, overrides: Sequence[str] | Mapping) -> 
     return apply_overrides(RunConfig(model=teacher), items).model
 
 
-def item_counts(prepared: Prepared) -> np.ndarray:
-    """Training occurrences of every item index (N + 1,); index 0 (padding) counts 0."""
-    seqs = prepared.train_sequences()
-    flat = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int64)
-    return np.bincount(flat, minlength=prepared.vocab.n_items + 1)
-
-
 def init_mixed_from_teacher(items: MixedDimItemEmbedder, teacher_table: torch.Tensor,
                             counts: np.ndarray) -> None:
     """Head = the most frequent items with the teacher's rows; tail = the teacher's other rows
@@ -58,8 +51,7 @@ def init_mixed_from_teacher(items: MixedDimItemEmbedder, teacher_table: torch.Te
     t = teacher_table.detach().float()
     with torch.no_grad():
         items.head.copy_(t[torch.from_numpy(order[:k].copy())])
-        tail_rows = t[torch.from_numpy(order[k:].copy())]  # (N - K, D); slot order = index order
-        tail_rows = tail_rows[torch.from_numpy(np.argsort(order[k:], kind="stable"))]
+        tail_rows = t[torch.from_numpy(np.sort(order[k:]))]  # (N - K, D): slots in index order
         if tail_rows.shape[0]:
             u, sv, vh = torch.linalg.svd(tail_rows, full_matrices=False)
             d = min(r, vh.shape[0])
@@ -145,7 +137,7 @@ def distill(teacher: SASRec, prepared: Prepared, student_cfg: ModelConfig, tc: T
     student_cfg = dataclasses.replace(student_cfg, n_items=teacher.cfg.n_items)
     torch.manual_seed(tc.seed)
     student = build_model(student_cfg)
-    svd = init_from_teacher(student, teacher, item_counts(prepared))
+    svd = init_from_teacher(student, teacher, prepared.train_item_counts())
     copied = copy_matching(student, teacher) if copy_weights else []
     teacher.eval()  # its logits are computed under no_grad; its weights stay untouched
     result = finetune(

@@ -19,7 +19,7 @@ from torch import nn
 
 from liverec.compress.modules import table_scores
 from liverec.config import ModelConfig
-from liverec.model.sasrec import SASRec
+from liverec.model.sasrec import SASRec, last_key_mask
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,7 @@ class TransformerBody(nn.Module):
                 x = block(x, mask)  # (B, T, D)
         if not hasattr(last, "forward_last"):
             return self.ln_f(last(x, export_mask(seqs)))[:, -1]  # (B, D)
-        t = torch.arange(T, device=seqs.device)  # (T,)
-        key_mask = ((seqs != 0) | (t == T - 1)[None, :])[:, None, None, :]  # (B, 1, 1, T)
-        return self.ln_f(last.forward_last(x, key_mask))[:, 0]  # (B, D): last position only
+        return self.ln_f(last.forward_last(x, last_key_mask(seqs)))[:, 0]  # last position only
 
 
 def export_onnx(model: SASRec, path: Path, int8: bool = False) -> Path:

@@ -108,6 +108,12 @@ class Prepared:
             out.append(seqs.items[start : start + self.split.train_end[u]])
         return out
 
+    def train_item_counts(self) -> np.ndarray:
+        """Training occurrences of every item index (N + 1,); index 0 (padding) counts 0."""
+        seqs = self.train_sequences()
+        flat = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int64)
+        return np.bincount(flat, minlength=self.vocab.n_items + 1)
+
     def eval_cases(self, stage: str) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         """(user indices, histories, targets) for ``stage`` in {"valid", "test"}."""
         pos = self.split.valid_pos if stage == "valid" else self.split.test_pos

@@ -94,6 +94,13 @@ def attention_mask(seqs: torch.Tensor) -> torch.Tensor:
     return (causal & keys) | eye  # (B, 1, T, T)
 
 
+def last_key_mask(seqs: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 1, T) boolean: the keys the last position may attend to (not padding, or itself,
+    as in :func:`attention_mask`). Built from an arange only, so it also exports to ONNX."""
+    t = torch.arange(seqs.shape[1], device=seqs.device)  # (T,)
+    return ((seqs != 0) | (t == seqs.shape[1] - 1)[None, :])[:, None, None, :]
+
+
 class SASRec(nn.Module):
     """Causal transformer over item sequences with a tied item table for scoring."""
 
@@ -147,9 +154,7 @@ class SASRec(nn.Module):
             mask = attention_mask(seqs)  # (B, 1, T, T)
             for block in first:
                 x = block(x, mask)  # (B, T, D)
-        key_mask = (seqs != 0)[:, None, None, :].clone()  # (B, 1, 1, T)
-        key_mask[..., -1] = True  # the last position always sees itself (as in attention_mask)
-        return self.ln_f(last.forward_last(x, key_mask))[:, 0]  # (B, D)
+        return self.ln_f(last.forward_last(x, last_key_mask(seqs)))[:, 0]  # (B, D)
 
     def encode_users_reference(self, seqs: torch.Tensor) -> torch.Tensor:
         """Reference path of :meth:`encode_users`: every position through every block."""

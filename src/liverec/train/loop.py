@@ -77,10 +77,7 @@ def seed_everything(seed: int) -> None:
 
 def catalogue_with_counts(prepared: Prepared) -> pl.DataFrame:
     """The catalogue plus each item's training-interaction count (popularity fallback)."""
-    counts = np.bincount(
-        np.concatenate(prepared.train_sequences() or [np.zeros(0, np.int64)]),
-        minlength=prepared.vocab.n_items + 1,
-    )
+    counts = prepared.train_item_counts()
     return prepared.items.with_columns(pl.Series("count", counts[1:].astype(np.int64)))
 
 
