@@ -8,7 +8,11 @@ Two measurements on the validation split, no training:
    most frequent items keep their rows, the rest a rank-r SVD projection: the starting point
    of the distilled student; or, where the catalogue has attributes, each remaining row
    replaced by the mean of attribute vectors fitted by least squares), with the table
-   parameters that leaves.
+   parameters that leaves;
+3. the teacher's item table product-quantized (FAISS, M sub-spaces x 256 centroids: one byte
+   per item per sub-space, codebooks as parameters), with parameters, codes and bytes;
+4. a one-layer student made of the teacher's first block and final LayerNorm over the full
+   table (how much the transformer, not the table, costs).
 Writes benchmarks/results/distill_headroom_<name>.{json,md}.
 """
 
@@ -101,10 +105,41 @@ def main() -> None:
         cuts.append({"head_items": k, "tail_dim": f"attributes ({attr.shape[1]})",
                      "table_params": k * d + attr.shape[1] * d,
                      "ndcg@20": m["ndcg@20"], "hr@20": m["hr@20"]})
+    pq = []
+    for m_sub in (8, 16, 32):
+        import faiss  # the "ann" extra
+
+        x = table[1:].numpy().astype("float32").copy()
+        quant = faiss.ProductQuantizer(d, m_sub, 8)
+        quant.train(x)
+        cut = table.clone()
+        cut[1:] = torch.from_numpy(quant.decode(quant.compute_codes(x)))
+        with torch.no_grad():
+            model.items.emb.weight.copy_(cut)
+            m = evaluate_model(model, prepared, args.stage, (20,))
+        pq.append({"subspaces": m_sub, "codebook_params": 256 * d, "code_bytes": n * m_sub,
+                   "table_bytes": n * m_sub + 4 * 256 * d, "ndcg@20": m["ndcg@20"],
+                   "hr@20": m["hr@20"]})
     with torch.no_grad():
         model.items.emb.weight.copy_(table)
+    one_layer = None
+    if len(model.blocks) > 1:
+        from liverec.compress.distill import copy_matching, student_config
+        from liverec.model import build_model
+
+        student = build_model(student_config(model.cfg, ["n_layers=1"]))
+        copy_matching(student, model)
+        with torch.no_grad():
+            student.items.emb.weight.copy_(table)
+        m = evaluate_model(student.eval(), prepared, args.stage, (20,))
+        one_layer = {"parameters": sum(p.numel() for p in student.parameters()),
+                     "transformer_parameters": sum(p.numel() for k, p in
+                                                   student.named_parameters()
+                                                   if not k.startswith("items.")),
+                     "ndcg@20": m["ndcg@20"], "hr@20": m["hr@20"]}
     result = {"run_dir": args.run_dir, "stage": args.stage, "teacher_ndcg@20": float(nd.mean()),
-              "teacher_parameters": n_params, "share": share, "cuts": cuts}
+              "teacher_parameters": n_params, "share": share, "cuts": cuts, "pq": pq,
+              "one_layer": one_layer}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"distill_headroom_{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Distillation headroom `{args.name}` ({args.run_dir}, {args.stage} split)\n",
@@ -119,6 +154,19 @@ def main() -> None:
               "| K | r | table parameters | NDCG@20 | of the teacher |", "|---|---|---|---|---|"]
     lines += [f"| {c['head_items']:,} | {c['tail_dim']} | {c['table_params']:,} | "
               f"{c['ndcg@20']:.4f} | {c['ndcg@20'] / nd.mean():.1%} |" for c in cuts]
+    lines += ["\nThe teacher with its table product-quantized (no training; a code is one byte "
+              "per item per sub-space, fixed after k-means; the codebooks are the parameters).\n",
+              "| sub-spaces | codebook parameters | code bytes | table bytes (fp32 = "
+              f"{4 * n * d:,}) | NDCG@20 | of the teacher |", "|---|---|---|---|---|---|"]
+    lines += [f"| {q['subspaces']} | {q['codebook_params']:,} | {q['code_bytes']:,} | "
+              f"{q['table_bytes']:,} | {q['ndcg@20']:.4f} | {q['ndcg@20'] / nd.mean():.1%} |"
+              for q in pq]
+    if one_layer:
+        lines += [f"\nOne layer (the teacher's first block and final LayerNorm, no training) "
+                  f"over the full table: NDCG@20 {one_layer['ndcg@20']:.4f} = "
+                  f"{one_layer['ndcg@20'] / nd.mean():.1%} of the teacher, "
+                  f"{one_layer['transformer_parameters']:,} transformer parameters "
+                  f"({one_layer['parameters']:,} in all)."]
     (RESULTS / f"distill_headroom_{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
