@@ -189,6 +189,89 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_events(source: str):
+    """New events from a store URL (sqlite:///..., redis://...) or a Parquet/CSV file with
+    user_id, item_id, ts columns (in arrival order)."""
+    import polars as pl
+
+    from liverec.retrain import events_frame
+
+    if "://" in source:
+        from liverec.serve.stores import open_store
+
+        store = open_store(source)
+        try:
+            return events_frame(store.events())
+        finally:
+            store.close()
+    path = Path(source)
+    if not path.is_file():
+        raise LiverecError(f"--events {source}: not a store URL (sqlite:///path.db, "
+                           "redis://host:port/db) and no such file")
+    try:
+        frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise LiverecError(f"--events {source}: cannot read it ({exc})") from None
+    return events_frame(frame)
+
+
+def _retrain_once(args: argparse.Namespace, run_dir: Path, out: Path, rc) -> dict:
+    from liverec.retrain import notify_reload, retrain
+
+    events = _read_events(args.events)
+    report = retrain(run_dir, events, out, rc)
+    d, cur, new = report["data"], report["current"], report["new"]
+    print(f"events: {d['events_used']:,} used, {d['events_skipped_unknown_item']:,} on unknown "
+          f"items skipped; {d['users_with_events']:,} users ({d['new_users']:,} new); held out "
+          f"{d['selection_cases']:,} (epoch choice) + {d['decision_cases']:,} (decision)")
+    print(f"held-out NDCG@20 {cur['ndcg@20']:.4f} -> {new['ndcg@20']:.4f}, HR@20 "
+          f"{cur['hr@20']:.4f} -> {new['hr@20']:.4f} (best epoch {report['best_epoch']} of "
+          f"{len(report['epochs'])}, {report['wall_s']:.0f} s)")
+    if not report["published"]:
+        print(f"not published: {report['reason']} (report: {out / 'retrain.json'})")
+        return report
+    print(f"published {out}")
+    if args.server:
+        answer = notify_reload(args.server, out, args.api_key)
+        print(f"{args.server} now serves {answer.get('model_version')} "
+              f"(was {answer.get('previous_version')})")
+    return report
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from liverec.retrain import RetrainConfig, latest_version
+
+    try:
+        rc = RetrainConfig(epochs=args.epochs, lr=args.lr, holdout=args.holdout,
+                           min_cases=args.min_cases, replay=not args.no_replay,
+                           tolerance=args.tolerance, seed=args.seed)
+    except ValueError as exc:
+        raise LiverecError(str(exc)) from None
+    out = Path(args.out)
+    if not args.every:
+        report = _retrain_once(args, Path(args.run_dir), out, rc)
+        return 0 if report["published"] else 1
+    seen = -1
+    for round_ in range(args.rounds or 10**9):
+        if round_:
+            time.sleep(args.every)
+        current = latest_version(out) or Path(args.run_dir)
+        n = _read_events(args.events).height
+        if n == seen:
+            print(f"{datetime.now(timezone.utc):%H:%M:%S} no new events; serving {current}")
+            continue
+        version = out / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        print(f"{datetime.now(timezone.utc):%H:%M:%S} {n:,} events; retraining {current}")
+        try:
+            _retrain_once(args, current, version, rc)
+        except LiverecError as exc:  # e.g. too few held-out cases yet: try again next round
+            print(f"round skipped: {exc}", file=sys.stderr)
+        seen = n
+    return 0
+
+
 def _print_metrics(metrics: dict, ks: tuple[int, ...]) -> None:
     from liverec.evaluate.report import metrics_table
 
@@ -340,8 +423,43 @@ def _add_tune(sub) -> None:
     p.set_defaults(func=_cmd_tune)
 
 
+def _add_retrain(sub) -> None:
+    p = sub.add_parser("retrain", help="fine-tune a served model on its new events, check it, "
+                                       "publish a new version (and hot-swap it)",
+                       description="Fine-tune RUN_DIR's model on its training data plus the "
+                                   "new events (appended to each user's history), pick the "
+                                   "epoch and decide on held-out new events (a seeded share "
+                                   "of users' last new event), and write a new run directory "
+                                   "only when it is not worse than the current model there. "
+                                   "Exit status 1 when nothing was published.")
+    p.add_argument("run_dir", help="the current fp32 run directory")
+    p.add_argument("--events", required=True, metavar="URL|FILE",
+                   help="the service's store (sqlite:///path.db, redis://host:port/db) or a "
+                        "Parquet/CSV file with user_id, item_id, ts")
+    p.add_argument("--out", required=True,
+                   help="the new version's directory (with --every: the folder of versions)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=0.0, help="default: the run's lr / 10")
+    p.add_argument("--holdout", type=float, default=0.2,
+                   help="share of users with new events whose last one is held out")
+    p.add_argument("--min-cases", type=int, default=10,
+                   help="fewest held-out cases for each of epoch choice and decision")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="publish when new NDCG@20 >= (1 - tolerance) x current")
+    p.add_argument("--no-replay", action="store_true",
+                   help="train on the events only (when the run's data is not at hand)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--server", metavar="URL",
+                   help="a running liverec serve to hot-swap (POST /admin/reload)")
+    p.add_argument("--api-key", help="the server's API key (X-API-Key)")
+    p.add_argument("--every", type=float, default=0.0, metavar="S",
+                   help="repeat every S seconds, each time from the newest published version")
+    p.add_argument("--rounds", type=int, default=0, help="with --every: stop after N rounds")
+    p.set_defaults(func=_cmd_retrain)
+
+
 COMMANDS: list[Callable] = [_add_train, _add_eval, _add_demo, _add_compress, _add_serve,
-                            _add_explain, _add_tune]
+                            _add_explain, _add_tune, _add_retrain]
 
 
 def build_parser() -> argparse.ArgumentParser:

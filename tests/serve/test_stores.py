@@ -99,3 +99,21 @@ def test_service_on_redis(make_client, redis_url):
     second = c2.get("/v1/recommend", params={"user_id": user}).json()  # c2's cache is stale
     assert (first["events_seen"], second["events_seen"]) == (1, 2)
     assert second["items"][0]["item_id"] == "5"
+
+
+def test_contract_events_is_the_whole_log_in_order(store):
+    """The log keeps every stored event (beyond max_history), duplicates once, arrival order."""
+    store.append([_ev("u", "a", "1", 1.0), _ev("v", "b", "2", 2.0), _ev("u", "a", "1", 9.0)])
+    store.append([_ev("u", str(i), f"x{i}", 3.0 + i) for i in range(5)])
+    got = list(store.events())
+    assert [e.event_id for e in got] == ["1", "2", "x0", "x1", "x2", "x3", "x4"]
+    assert got[0] == Event("u", "a", "1", 1.0, "view") and got[-1].ts == 7.0
+
+
+def test_sqlite_events_survive_reopening(tmp_path):
+    s = SQLiteStore(tmp_path / "ev.db")
+    s.append([_ev("u", "a", "1"), _ev("u", "b", "2")])
+    s.close()
+    again = SQLiteStore(tmp_path / "ev.db")
+    assert [e.item_id for e in again.events()] == ["a", "b"]
+    again.close()

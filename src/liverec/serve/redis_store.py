@@ -7,7 +7,7 @@ user's capped history list, bump the user's version, add to the ``events`` strea
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import redis
 
@@ -68,6 +68,18 @@ class RedisStore:
 
     def version(self, user_id: str) -> int:
         return int(self._r.get(self._k("ver", user_id)) or 0)
+
+    def events(self, chunk: int = 10_000) -> Iterator[Event]:
+        """The ``events`` stream in order, read in chunks of ``chunk`` entries."""
+        start = "-"
+        while True:
+            batch = self._r.xrange(self._k("events"), min=start, count=chunk)
+            for _entry_id, fields in batch:
+                event_id, user_id, item_id, ts, type_ = json.loads(fields[b"e"])
+                yield Event(user_id, item_id, event_id, float(ts), type_)
+            if len(batch) < chunk:
+                return
+            start = "(" + batch[-1][0].decode()
 
     def put_item(self, item: dict) -> None:
         pipe = self._r.pipeline(transaction=True)

@@ -14,7 +14,7 @@ import json
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -46,6 +46,10 @@ class EventStore(Protocol):
 
     def state(self, user_id: str) -> tuple[History, int]:
         """(recent history, version) of a user; ([], 0) for an unknown user."""
+        ...
+
+    def events(self) -> Iterator[Event]:
+        """Every stored event in log (arrival) order, e.g. for ``liverec retrain``."""
         ...
 
     def version(self, user_id: str) -> int:
@@ -84,6 +88,7 @@ class MemoryStore:
         self._ids: set[str] = set()
         self._items: dict[str, dict] = {}
         self._events = 0
+        self._log: list[Event] = []  # the log itself (this store keeps nothing else)
 
     def _apply(self, e: Event) -> None:
         h = self._hist.get(e.user_id)
@@ -101,8 +106,13 @@ class MemoryStore:
                 new = e.event_id not in self._ids
                 if new:
                     self._apply(e)
+                    self._log.append(e)
                 out.append(new)
         return out
+
+    def events(self) -> Iterator[Event]:
+        with self._lock:
+            return iter(list(self._log))
 
     def state(self, user_id: str) -> tuple[History, int]:
         with self._lock:
@@ -193,6 +203,16 @@ class SQLiteStore(MemoryStore):
                 if new:
                     self._apply(e)
         return out
+
+    def events(self) -> Iterator[Event]:
+        # a separate read connection: a consistent snapshot, no lock held while iterating
+        db = sqlite3.connect(str(self.path))
+        try:
+            cur = db.execute("SELECT user_id, item_id, event_id, ts, type FROM events "
+                             "ORDER BY seq")
+            yield from (Event(*row) for row in cur)
+        finally:
+            db.close()
 
     def put_item(self, item: dict) -> None:
         with self._lock:

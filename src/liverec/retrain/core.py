@@ -1,0 +1,242 @@
+"""Re-fine-tune a served model on the events it has received, check it, publish a new version.
+
+Legend: U users, E events.
+
+The new training data is the run's own training part (replay, so the model does not forget
+what it knew) with each user's new events appended, in arrival order, plus the users the
+model never saw. A seeded share of the users with new events has its last new event held out:
+half of those cases pick the fine-tuning epoch (epoch 0 = the current model), the other half
+decide whether to publish (new NDCG@20 >= current NDCG@20 on the same cases). A version that
+is not better on cases it never trained on is not published; nothing is written but the report.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from liverec.compress.finetune import finetune
+from liverec.config import TrainConfig
+from liverec.data.prepare import ItemVocab, Prepared, Sequences, Split
+from liverec.errors import ArtifactError, DataError
+from liverec.evaluate.protocol import evaluate_model
+from liverec.model.artifact import load_model, read_run_config, save_artifact
+
+log = logging.getLogger(__name__)
+
+REPORT = "retrain.json"
+EVENT_COLUMNS = ("user_id", "item_id", "ts")
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """How a served model is re-fine-tuned from new events.
+
+    Attributes:
+        epochs: fine-tuning passes over the merged data (the best held-out epoch is kept).
+        lr: learning rate; 0 = a tenth of the run's training rate (a warm start).
+        holdout: share of users with new events whose last new event is held out.
+        min_cases: fewest held-out cases per half (epoch choice, publish decision).
+        replay: also train on the run's own training data (needs the run's data source).
+        tolerance: publish when new NDCG@20 >= (1 - tolerance) * current NDCG@20.
+        seed: the held-out users and the batch order.
+    """
+
+    epochs: int = 3
+    lr: float = 0.0
+    holdout: float = 0.2
+    min_cases: int = 10
+    replay: bool = True
+    tolerance: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not 0 < self.holdout < 1:
+            raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
+        if self.lr < 0 or self.tolerance < 0 or self.min_cases < 1:
+            raise ValueError("lr and tolerance must be >= 0 and min_cases >= 1")
+
+
+def events_frame(events) -> pl.DataFrame:
+    """Events as a (user_id, item_id, ts) frame, in the order given (arrival order).
+
+    Accepts a polars DataFrame with those columns or an iterable of objects with those
+    attributes (the service's ``Event``)."""
+    if isinstance(events, pl.DataFrame):
+        missing = [c for c in EVENT_COLUMNS if c not in events.columns]
+        if missing:
+            raise DataError(f"events need columns {list(EVENT_COLUMNS)}; missing {missing}")
+        return events.select(pl.col("user_id").cast(pl.Utf8), pl.col("item_id").cast(pl.Utf8),
+                             pl.col("ts").cast(pl.Float64))
+    rows = [(str(e.user_id), str(e.item_id), float(e.ts)) for e in events]
+    return pl.DataFrame(rows, schema={"user_id": pl.Utf8, "item_id": pl.Utf8, "ts": pl.Float64},
+                        orient="row")
+
+
+def merge_events(base: Prepared | None, vocab: ItemVocab, events: pl.DataFrame,
+                 holdout: float, seed: int) -> tuple[Prepared, dict]:
+    """The base training parts with the new events appended, and the held-out split.
+
+    Returns (prepared data in the model's vocabulary, counts for the report). Events on items
+    outside the vocabulary are skipped and counted (an id model has no row for them)."""
+    lookup = vocab.index_map()
+    idx = np.array([lookup.get(i, 0) for i in events["item_id"].to_list()], dtype=np.int64)
+    known = idx > 0
+    users_new = events["user_id"].to_numpy()[known]
+    items_new = idx[known]
+    if not known.any():
+        raise DataError(f"none of the {events.height} events is on an item the model knows "
+                        "(an id model cannot learn items it has no row for)")
+    by_user: dict[str, list[int]] = {}
+    for u, i in zip(users_new.tolist(), items_new.tolist()):
+        by_user.setdefault(u, []).append(i)
+    seqs: dict[str, list[int]] = {}
+    if base is not None:
+        s = base.sequences
+        for u, user in enumerate(s.users.tolist()):
+            start = s.indptr[u]
+            seqs[str(user)] = s.items[start : start + base.split.train_end[u]].tolist()
+    n_old_users = sum(1 for u in by_user if u in seqs)
+    for u, new in by_user.items():
+        seqs.setdefault(u, []).extend(new)
+    users = np.array(list(seqs), dtype=object)
+    lengths = np.array([len(seqs[u]) for u in users], dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    flat = np.fromiter((i for u in users for i in seqs[u]), dtype=np.int64, count=indptr[-1])
+    n_new = np.array([len(by_user.get(u, ())) for u in users], dtype=np.int64)
+    # a held-out case needs a new event as its target and at least one item before it
+    eligible = np.flatnonzero((n_new > 0) & (lengths >= 2))
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(eligible)[: int(round(holdout * len(eligible)))]
+    select, decide = chosen[::2], chosen[1::2]
+    train_end = lengths.copy()
+    train_end[chosen] -= 1  # the held-out event is never trained on
+    valid_pos = np.full(len(users), -1, dtype=np.int64)
+    test_pos = np.full(len(users), -1, dtype=np.int64)
+    valid_pos[select] = lengths[select] - 1
+    test_pos[decide] = lengths[decide] - 1
+    sequences = Sequences(users=users, indptr=indptr, items=flat,
+                          ts=np.zeros(len(flat), dtype=np.int64))
+    split = Split(kind="retrain", train_end=train_end, valid_pos=valid_pos, test_pos=test_pos)
+    items = base.items if base is not None else pl.DataFrame({"index": np.arange(1, vocab.n_items
+                                                                                + 1)})
+    stats = {"events": events.height, "events_used": int(known.sum()),
+             "events_skipped_unknown_item": int((~known).sum()),
+             "users_with_events": len(by_user), "new_users": len(by_user) - n_old_users,
+             "users": len(users), "interactions": int(indptr[-1]),
+             "selection_cases": len(select), "decision_cases": len(decide)}
+    return Prepared("retrain", vocab, items, sequences, split, stats), stats
+
+
+def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainConfig(),
+            base: Prepared | None = None) -> dict:
+    """Fine-tune ``run_dir``'s model on ``events``; write a new run directory if it is better.
+
+    Args:
+        run_dir: the current (fp32) run directory.
+        events: the new events (see :func:`events_frame`).
+        out_dir: where the new version goes (only when published); the report
+            (``retrain.json``) is written there either way.
+        rc: settings.
+        base: the run's data in its vocabulary (default: loaded from the run's own data
+            config when ``rc.replay``).
+
+    Returns:
+        The report: counts, current and new held-out metrics, epochs, ``published``.
+    """
+    t0 = time.perf_counter()
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.resolve() == run_dir.resolve():
+        raise ArtifactError("retrain writes a new version: --out must differ from the run")
+    if (out_dir / "model.safetensors").exists():
+        raise ArtifactError(f"{out_dir} already holds a model; choose a new version directory")
+    model, vocab, items, meta = load_model(run_dir)
+    if meta.get("compression"):
+        raise ArtifactError(f"{run_dir} is a compressed variant ({meta['compression']['method']}"
+                            "); retrain the fp32 run and compress the new version")
+    cfg = read_run_config(run_dir)
+    frame = events_frame(events)
+    if frame.height == 0:
+        raise DataError("no events to retrain on")
+    if base is None and rc.replay:
+        from liverec.compress.variants import prepare_for
+
+        base = prepare_for(run_dir)
+    prepared, stats = merge_events(base if rc.replay else None, vocab, frame, rc.holdout,
+                                   rc.seed)
+    if min(stats["selection_cases"], stats["decision_cases"]) < rc.min_cases:
+        raise DataError(
+            f"too few held-out cases to check a new version ({stats['selection_cases']} + "
+            f"{stats['decision_cases']}, need {rc.min_cases} each): wait for more events, "
+            "raise --holdout or lower --min-cases")
+    current = evaluate_model(model, prepared, "test", (10, 20))
+    tc: TrainConfig = dataclasses.replace(cfg.train, lr=rc.lr or cfg.train.lr / 10,
+                                          warmup_steps=0, seed=rc.seed, progress=False)
+    candidate = copy.deepcopy(model)
+    log_ = finetune(candidate, prepared, tc, rc.epochs)
+    new = evaluate_model(candidate, prepared, "test", (10, 20))
+    better = log_["best_epoch"] > 0 and new["ndcg@20"] >= (1 - rc.tolerance) * current["ndcg@20"]
+    report = {
+        "source": str(run_dir), "out": str(out_dir), "settings": dataclasses.asdict(rc),
+        "lr": tc.lr, "data": stats, "current": current, "new": new,
+        "best_epoch": log_["best_epoch"],
+        "epochs": [{"epoch": e["epoch"], "loss": e["loss"], "valid_ndcg@20": e["valid"]["ndcg@20"]}
+                   for e in log_["epochs"]],
+        "published": bool(better), "wall_s": time.perf_counter() - t0,
+        "reason": ("held-out NDCG@20 not worse than the current model" if better else
+                   "no epoch beat the current model on the selection cases"
+                   if log_["best_epoch"] == 0 else
+                   "worse than the current model on the decision cases"),
+    }
+    if better:
+        save_artifact(out_dir, cfg, candidate, items, extra={"retrain": {
+            "source": str(run_dir), "events_used": stats["events_used"],
+            "current_ndcg@20": current["ndcg@20"], "new_ndcg@20": new["ndcg@20"]}})
+        for extra in ("item_text.npy",):
+            if (run_dir / extra).is_file():
+                shutil.copy2(run_dir / extra, out_dir / extra)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / REPORT).write_text(json.dumps(report, indent=2, default=float) + "\n")
+    log.info("retrain %s: held-out NDCG@20 %.4f -> %.4f (%s)", run_dir, current["ndcg@20"],
+             new["ndcg@20"], "published" if better else "not published")
+    return report
+
+
+def latest_version(root: Path) -> Path | None:
+    """The newest published version under ``root`` (sub-directories named by UTC time)."""
+    versions = sorted(p for p in Path(root).glob("*") if (p / "model.safetensors").is_file())
+    return versions[-1] if versions else None
+
+
+def notify_reload(server: str, run_dir: Path, api_key: str | None = None,
+                  timeout: float = 60.0) -> dict:
+    """Ask a running ``liverec serve`` to hot-swap to ``run_dir`` (POST /admin/reload).
+
+    Returns the server's answer (previous and new model version); a refusal (the server keeps
+    serving its model) or an unreachable server raises ArtifactError with the reason."""
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"run_dir": str(Path(run_dir).resolve())}).encode()
+    req = urllib.request.Request(server.rstrip("/") + "/admin/reload", data=body, method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          **({"X-API-Key": api_key} if api_key else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise ArtifactError(f"{server} refused the new version ({exc.code}): "
+                            f"{exc.read().decode(errors='replace')[:500]}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ArtifactError(f"cannot reach {server} to hot-swap: {exc}") from None
