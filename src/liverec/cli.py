@@ -438,8 +438,8 @@ def _add_retrain(sub) -> None:
                         "Parquet/CSV file with user_id, item_id, ts")
     p.add_argument("--out", required=True,
                    help="the new version's directory (with --every: the folder of versions)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=0.0, help="default: the run's lr / 10")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--lr", type=float, default=0.0, help="default: the run's training lr")
     p.add_argument("--holdout", type=float, default=0.2,
                    help="share of users with new events whose last one is held out")
     p.add_argument("--min-cases", type=int, default=10,

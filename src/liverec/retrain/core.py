@@ -43,7 +43,8 @@ class RetrainConfig:
 
     Attributes:
         epochs: fine-tuning passes over the merged data (the best held-out epoch is kept).
-        lr: learning rate; 0 = a tenth of the run's training rate (a warm start).
+        lr: learning rate; 0 = the run's own training rate (on Beauty a tenth of it left
+            the model where it was; benchmarks/results/retrain_beauty.md has the full rate).
         holdout: share of users with new events whose last new event is held out.
         min_cases: fewest held-out cases per half (epoch choice, publish decision).
         replay: also train on the run's own training data (needs the run's data source).
@@ -51,7 +52,7 @@ class RetrainConfig:
         seed: the held-out users and the batch order.
     """
 
-    epochs: int = 3
+    epochs: int = 4
     lr: float = 0.0
     holdout: float = 0.2
     min_cases: int = 10
@@ -181,7 +182,7 @@ def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainCon
             f"{stats['decision_cases']}, need {rc.min_cases} each): wait for more events, "
             "raise --holdout or lower --min-cases")
     current = evaluate_model(model, prepared, "test", (10, 20))
-    tc: TrainConfig = dataclasses.replace(cfg.train, lr=rc.lr or cfg.train.lr / 10,
+    tc: TrainConfig = dataclasses.replace(cfg.train, lr=rc.lr or cfg.train.lr,
                                           warmup_steps=0, seed=rc.seed, progress=False)
     candidate = copy.deepcopy(model)
     log_ = finetune(candidate, prepared, tc, rc.epochs)
