@@ -68,7 +68,8 @@ class ModelConfig:
     n_negatives: int = 256  # for the sampled softmax
     label_smoothing: float = 0.0
     # item representation (model/items.py registry): "id", "mixed" (id, frequency-aware
-    # dims), "text" (frozen LM vectors through a trainable adaptor) or "fusion" (id + text)
+    # dims), "pq" (id, product-quantized), "text" (frozen LM vectors through a trainable
+    # adaptor) or "fusion" (id + text)
     item_repr: str = "id"
     text_encoder: str = "minilm"  # text/encoder.py registry name, or a sentence-transformers name
     text_template: str = "{title}. {text}. {attributes}"
@@ -81,6 +82,10 @@ class ModelConfig:
     # d_model dims, the rest tail_dim dims projected up (compact students)
     head_items: int = 0
     tail_dim: int = 0
+    # item_repr="pq" (product-quantized id table): each item's vector is pq_subspaces
+    # sub-vectors, each one of 2**pq_bits learned centroids (one code byte per sub-space)
+    pq_subspaces: int = 0
+    pq_bits: int = 8
     # fine-tuning from a pretrained run (liverec train --init): "full", "lora" (low-rank
     # updates of the transformer/adaptor Linear layers) or "adaptor" (item adaptor only)
     finetune: str = "full"

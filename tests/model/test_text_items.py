@@ -16,6 +16,7 @@ from liverec.text import HashEncoder
 VARIANTS = {
     "id": {"item_repr": "id"},
     "mixed": {"item_repr": "mixed", "head_items": 6, "tail_dim": 3},
+    "pq": {"item_repr": "pq", "pq_subspaces": 4, "pq_bits": 3},
     "text-linear": {"item_repr": "text"},
     "text-moe": {"item_repr": "text", "adaptor": "moe", "n_experts": 3},
     "text-raw": {"item_repr": "text", "whiten": False},
@@ -28,7 +29,7 @@ def make(tiny_model_config, variant, **extra):
     cfg = dataclasses.replace(tiny_model_config, text_dim=16, **VARIANTS[variant], **extra)
     torch.manual_seed(0)
     model = build_model(cfg)
-    if cfg.item_repr not in ("id", "mixed"):
+    if cfg.item_repr not in ("id", "mixed", "pq"):
         texts = [f"product {i} family{i // 5}" for i in range(cfg.n_items)]
         model.items.set_text(torch.from_numpy(HashEncoder(16).encode(texts)))
     return model.eval()

@@ -21,7 +21,7 @@ from liverec.compress.finetune import finetune
 from liverec.config import ModelConfig, TrainConfig, apply_overrides, from_dict, to_dict
 from liverec.data.prepare import Prepared
 from liverec.model import build_model
-from liverec.model.items import MixedDimItemEmbedder
+from liverec.model.items import MixedDimItemEmbedder, PQItemEmbedder
 from liverec.model.sasrec import SASRec
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,33 @@ def init_mixed_from_teacher(items: MixedDimItemEmbedder, teacher_table: torch.Te
             items.proj.weight[:, :d] = vh[:d].T  # (D, d)
 
 
+def init_pq_from_teacher(items: PQItemEmbedder, teacher_table: torch.Tensor,
+                         seed: int = 0, niter: int = 25) -> None:
+    """Product-quantize the teacher's rows: k-means (FAISS) in each of the M sub-spaces gives
+    the codebooks and every item's code, so the student starts at the teacher's table with each
+    sub-vector replaced by its nearest centroid. teacher_table: (N + 1, D)."""
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError("a product-quantized student needs FAISS: pip install 'liverec[ann]'"
+                          ) from None
+    m, k, ds = items.codebooks.shape
+    x = teacher_table.detach().float()[1:].numpy()  # (N, D), padding excluded
+    if x.shape[0] < k:
+        raise ValueError(f"pq_bits={k.bit_length() - 1} means {k} centroids per sub-space but "
+                         f"the catalogue has {x.shape[0]} items; lower pq_bits")
+    codes = np.empty((x.shape[0], m), dtype=np.int64)
+    books = np.empty((m, k, ds), dtype=np.float32)
+    for j in range(m):
+        sub = np.ascontiguousarray(x[:, j * ds : (j + 1) * ds])  # (N, D / M)
+        km = faiss.Kmeans(ds, k, niter=niter, seed=seed + j, verbose=False,
+                          max_points_per_centroid=max(256, x.shape[0] // k + 1))
+        km.train(sub)
+        _, assign = km.index.search(sub, 1)  # nearest centroid
+        codes[:, j], books[j] = assign[:, 0], km.centroids
+    items.set_codes(torch.from_numpy(codes), torch.from_numpy(books))
+
+
 def copy_matching(student: nn.Module, teacher: nn.Module) -> list[str]:
     """Copy teacher tensors whose name and shape the student shares (positions, the first
     blocks, final LayerNorm), item tables excluded. Returns the copied names."""
@@ -75,13 +102,20 @@ def init_from_teacher(student: SASRec, teacher: SASRec, counts: np.ndarray | Non
     """Start the student's item table from the teacher's.
 
     A mixed-dimension table (``item_repr="mixed"``) takes the teacher's rows for the most
-    frequent items (``counts``) and a truncated SVD for the rest; a plain id table of a
+    frequent items (``counts``) and a truncated SVD for the rest; a product-quantized one
+    (``item_repr="pq"``) k-means codes of the teacher's rows; a plain id table of a
     smaller dimension takes the teacher's top principal directions. Returns whether it was done.
     """
     if isinstance(student.items, MixedDimItemEmbedder):
         if counts is None:
             raise ValueError("a mixed-dimension student needs item counts to pick its head")
         init_mixed_from_teacher(student.items, teacher.item_table(), counts)
+        return True
+    if isinstance(student.items, PQItemEmbedder):
+        if student.cfg.d_model != teacher.cfg.d_model:
+            raise ValueError("a product-quantized student keeps the teacher's d_model "
+                             f"({teacher.cfg.d_model}), got {student.cfg.d_model}")
+        init_pq_from_teacher(student.items, teacher.item_table())
         return True
     table = student.item_table()
     if not isinstance(table, nn.Parameter):

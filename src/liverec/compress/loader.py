@@ -20,7 +20,7 @@ from liverec.compress.quantize import half_skeleton, int8_skeleton
 from liverec.config import ModelConfig
 from liverec.errors import ArtifactError
 from liverec.model import build_model
-from liverec.model.items import MixedDimItemEmbedder
+from liverec.model.items import MixedDimItemEmbedder, PQItemEmbedder
 
 
 def _load_state(model: nn.Module, run_dir: Path, prefix: str = "") -> nn.Module:
@@ -55,6 +55,7 @@ def _onnx(run_dir: Path, cfg: ModelConfig, comp: dict) -> nn.Module:
     kind = comp.get("table", "fp32")
     table = (Int8TableEmbedder(n, cfg.d_model) if kind == "int8"
              else MixedDimItemEmbedder(cfg) if kind == "mixed"
+             else PQItemEmbedder(cfg) if kind == "pq"
              else TableEmbedder(n, cfg.d_model))
     path = run_dir / comp.get("onnx_file", ONNX_FILE)
     if not path.is_file():

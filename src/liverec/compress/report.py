@@ -152,7 +152,27 @@ def render_markdown(result: dict, title: str = "Compression trade-offs") -> str:
             f"{r['smaller_x']:.2f}x | {r['weight_elements']:,} | {r['p50_ms']:.3f} | "
             f"{r['p99_ms']:.3f} | {r['speedup_p50_x']:.2f}x | {r[f'throughput_b{b}']:.0f} | "
             f"{r['throughput_x']:.2f}x |")
+    lines += _distill_lines(result)
     return "\n".join(lines) + "\n"
+
+
+def _distill_lines(result: dict) -> list[str]:
+    """How a distilled student's size counts: parameters, stored elements, bytes."""
+    rows, ref = result["variants"], result["variants"][result["reference"]]
+    out = []
+    for name, comp in (result.get("compression") or {}).items():
+        if comp.get("method") != "distill" or name not in rows:
+            continue
+        r, sp, tp = rows[name], comp["student_parameters"], comp["teacher_parameters"]
+        ft = comp.get("finetune", {})
+        out.append(
+            f"\n`{name}` ({' '.join(comp.get('student', []))}): {sp:,} parameters = "
+            f"{sp / tp:.1%} of the teacher's {tp:,}; {r['weight_elements']:,} stored elements "
+            f"({r['weight_elements'] / ref['weight_elements']:.1%}: integer codes and index maps "
+            f"count one each) in {r['weight_bytes'] / ref['weight_bytes']:.1%} of the reference's "
+            f"weight bytes; best distillation epoch {ft.get('best_epoch', '?')} of "
+            f"{ft.get('epochs', '?')} (0 = as initialised from the teacher).")
+    return out
 
 
 def plot(result: dict, path: Path) -> None:

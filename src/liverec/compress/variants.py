@@ -30,7 +30,7 @@ from liverec.compress.quantize import quantize_int8, to_half
 from liverec.config import RunConfig, TrainConfig
 from liverec.data.prepare import Prepared
 from liverec.model.artifact import load_model, read_run_config, save_artifact
-from liverec.model.items import MixedDimItemEmbedder
+from liverec.model.items import MixedDimItemEmbedder, PQItemEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,10 @@ def build_onnx(src: Source, out: Path, int8: bool, model: torch.nn.Module | None
     out.mkdir(parents=True, exist_ok=True)
     export_onnx(model, out / ONNX_FILE, int8=int8)
     table = model.item_table().detach().float()
-    if isinstance(model.items, MixedDimItemEmbedder) and not int8:
-        items, kind = copy.deepcopy(model.items).eval(), "mixed"  # stays factored (small)
+    if isinstance(model.items, (MixedDimItemEmbedder, PQItemEmbedder)) and not int8:
+        # stays factored / coded (small)
+        kind = "mixed" if isinstance(model.items, MixedDimItemEmbedder) else "pq"
+        items = copy.deepcopy(model.items).eval()
     elif int8:
         items, kind = Int8TableEmbedder.from_table(table), "int8"
     else:

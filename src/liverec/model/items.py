@@ -97,6 +97,61 @@ class MixedDimItemEmbedder(nn.Module):
         return torch.cat(parts, 1).index_select(1, self.slot)  # (B, N + 1)
 
 
+class PQItemEmbedder(nn.Module):
+    """Product-quantized id table: item i's vector is M = ``cfg.pq_subspaces`` sub-vectors of
+    D / M dims, the m-th being centroid ``codes[i, m]`` of sub-space m's codebook of
+    K = 2**``cfg.pq_bits`` centroids (product quantization, Jegou et al. 2011; as learned item
+    codes in LightRec / DPQ). Parameters: the codebooks, M * K * D / M = K * D; the codes are
+    one byte per item per sub-space (a uint8 buffer saved with the weights, N * M bytes), fixed
+    after k-means of a teacher's table (:func:`liverec.compress.distill.init_pq_from_teacher`).
+    In eval mode without gradients the materialised (N + 1, D) table is cached.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        m, bits, d = cfg.pq_subspaces, cfg.pq_bits, cfg.d_model
+        if m < 1 or d % m:
+            raise ValueError(f"pq_subspaces must divide d_model ({d}), got {m}")
+        if not 1 <= bits <= 8:
+            raise ValueError(f"pq_bits must be in 1..8 (codes are one byte), got {bits}")
+        k = 2**bits
+        self.codebooks = nn.Parameter(torch.randn(m, k, d // m) * 0.02)  # (M, K, D / M)
+        gen = torch.Generator().manual_seed(0)
+        codes = torch.randint(0, k, (cfg.n_items, m), generator=gen, dtype=torch.uint8)
+        self.register_buffer("codes", codes)  # (N, M): row i - 1 = item i
+        self._cache: tuple[tuple, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def set_codes(self, codes: torch.Tensor, codebooks: torch.Tensor) -> None:
+        """Install k-means codes (N, M) in 0..K-1 and their codebooks (M, K, D / M)."""
+        if codes.shape != self.codes.shape or codebooks.shape != self.codebooks.shape:
+            raise ValueError(f"set_codes needs codes {tuple(self.codes.shape)} and codebooks "
+                             f"{tuple(self.codebooks.shape)}")
+        if codes.min() < 0 or codes.max() >= self.codebooks.shape[1]:
+            raise ValueError(f"codes must be in 0..{self.codebooks.shape[1] - 1}")
+        self.codes.copy_(codes.to(torch.uint8))
+        self.codebooks.copy_(codebooks)
+
+    def _key(self) -> tuple:
+        return tuple((t.data_ptr(), t._version) for t in (self.codebooks, self.codes))
+
+    def table(self) -> torch.Tensor:
+        cacheable = not self.training and not torch.is_grad_enabled()
+        if cacheable and self._cache is not None and self._cache[0] == self._key():
+            return self._cache[1]
+        m, k, ds = self.codebooks.shape
+        offsets = torch.arange(m, device=self.codes.device) * k  # (M,)
+        rows = self.codebooks.reshape(m * k, ds)[self.codes.long() + offsets]  # (N, M, D / M)
+        rows = rows.reshape(self.codes.shape[0], m * ds)  # (N, D)
+        full = torch.cat([rows.new_zeros(1, m * ds), rows])  # (N + 1, D), padding row zero
+        if cacheable:
+            self._cache = (self._key(), full)
+        return full
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.table()[idx]  # (..., D)
+
+
 def _text_embedder(cfg: ModelConfig) -> nn.Module:
     from liverec.model.text_items import TextItemEmbedder
 
@@ -109,12 +164,13 @@ def _fusion_embedder(cfg: ModelConfig) -> nn.Module:
     return FusionItemEmbedder(cfg)
 
 
-ITEM_EMBEDDERS = {"id": IdItemEmbedder, "mixed": MixedDimItemEmbedder, "text": _text_embedder,
-                  "fusion": _fusion_embedder}
+ITEM_EMBEDDERS = {"id": IdItemEmbedder, "mixed": MixedDimItemEmbedder, "pq": PQItemEmbedder,
+                  "text": _text_embedder, "fusion": _fusion_embedder}
 
 
 def build_item_embedder(cfg: ModelConfig) -> nn.Module:
-    """The item representation named by ``cfg.item_repr`` ("id", "mixed", "text", "fusion")."""
+    """The item representation named by ``cfg.item_repr`` ("id", "mixed", "pq", "text",
+    "fusion")."""
     if cfg.item_repr not in ITEM_EMBEDDERS:
         raise ValueError(f"unknown item_repr {cfg.item_repr!r}; known: {sorted(ITEM_EMBEDDERS)}")
     return ITEM_EMBEDDERS[cfg.item_repr](cfg)
