@@ -17,8 +17,8 @@ def test_report_compares_variants_in_one_run(variants, known_answer_data, tmp_pa
     assert list(rows) == list(chosen) and result["reference"] == "fp32"
     for r in rows.values():
         assert 0 <= r["ndcg@20"] <= 1 and r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"]
-        assert r["weight_bytes"] > 0 and r["throughput_b16"] > 0
-    assert rows["fp32"]["ndcg@20_rel"] == 1.0
+        assert r["weight_bytes"] > 0 and r["throughput_b16"] > 0 and r["warm_p50_ms"] > 0
+    assert rows["fp32"]["ndcg@20_rel"] == 1.0 and rows["fp32"]["warm_speedup_x"] == 1.0
     paths = write_report(result, tmp_path, "cmp")
     assert {p.suffix for p in paths} == {".json", ".md", ".png"}
     assert json.loads(paths[0].read_text())["variants"]["int8"]["smaller_x"] > 1
