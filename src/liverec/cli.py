@@ -340,14 +340,14 @@ def _add_compress(sub) -> None:
                    help="structured pruning (heads, FFN units; smaller tensors)")
     p.add_argument("--distill", nargs="*", metavar="STUDENT",
                    help="distil into a student: a ModelConfig JSON file or key=value items "
-                        "(no value: d_model=16 n_layers=1 n_heads=1 d_ff=64)")
+                        "(no value: item_repr=pq n_layers=1, one layer and a product-quantized "
+                        "item table; with --distill-copy as benchmarked)")
     p.add_argument("--onnx", action="store_true", help="ONNX Runtime variants (fp32 and int8)")
     p.add_argument("--finetune-epochs", type=int, default=3, help="fine-tune after pruning")
     p.add_argument("--distill-epochs", type=int, default=10, help="student training epochs")
     p.add_argument("--distill-copy", action="store_true",
                    help="start the student's transformer tensors that match the teacher's in "
-                        "name and shape there (e.g. item_repr=mixed head_items=2000 tail_dim=2 "
-                        "n_layers=1: the teacher's first block)")
+                        "name and shape there (e.g. n_layers=1: the teacher's first block)")
     p.add_argument("--threads", type=int, default=1, help="threads while measuring latency")
     p.add_argument("--no-report", action="store_true", help="build the variants only")
     p.set_defaults(func=_cmd_compress)

@@ -123,3 +123,16 @@ def test_report_states_how_the_students_size_counts():
     assert "100 parameters = 10.0% of the teacher's 1,000" in text
     assert "500 stored elements (50.0%" in text and "20.0% of the reference's weight bytes" in text
     assert "best distillation epoch 0 of 5" in text
+
+
+def test_default_student_sizes_its_codes_from_the_teacher(trained_run, known_answer_data):
+    from liverec.compress.distill import distill, student_config
+    from liverec.compress.pipeline import DEFAULT_STUDENT
+    from liverec.config import TrainConfig
+
+    teacher = liverec.load(trained_run[0]).model  # d_model 16, 50 items
+    cfg = student_config(teacher.cfg, DEFAULT_STUDENT)
+    tc = TrainConfig(lr=1e-2, batch_size=64, warmup_steps=2, progress=False)
+    student, log_ = distill(teacher, known_answer_data, cfg, tc, epochs=1, copy_weights=True)
+    assert (student.cfg.pq_subspaces, student.cfg.pq_bits) == (8, 5)  # 16 / 2; 2**5 <= 50
+    assert log_["svd_init"] and student.items.codes.shape == (50, 8)

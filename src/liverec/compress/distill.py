@@ -157,7 +157,9 @@ def distill(teacher: SASRec, prepared: Prepared, student_cfg: ModelConfig, tc: T
     Args:
         teacher: the trained model (kept frozen, eval mode).
         prepared: training data in the teacher's vocabulary, with a validation split.
-        student_cfg: the student's ModelConfig (``n_items`` is taken from the teacher).
+        student_cfg: the student's ModelConfig (``n_items`` is taken from the teacher; a
+            product-quantized one with ``pq_subspaces=0`` gets d_model / 2 sub-spaces and at
+            most as many centroids as the catalogue has items).
         tc: optimiser settings.
         epochs: training epochs (best validation epoch kept).
         temperature: softmax temperature T for the KL term.
@@ -169,6 +171,10 @@ def distill(teacher: SASRec, prepared: Prepared, student_cfg: ModelConfig, tc: T
         (student in eval mode, fine-tune log).
     """
     student_cfg = dataclasses.replace(student_cfg, n_items=teacher.cfg.n_items)
+    if student_cfg.item_repr == "pq" and student_cfg.pq_subspaces == 0:  # automatic code size
+        student_cfg = dataclasses.replace(
+            student_cfg, pq_subspaces=max(1, student_cfg.d_model // 2),
+            pq_bits=min(student_cfg.pq_bits, max(1, int(np.log2(student_cfg.n_items)))))
     torch.manual_seed(tc.seed)
     student = build_model(student_cfg)
     svd = init_from_teacher(student, teacher, prepared.train_item_counts())

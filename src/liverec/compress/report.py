@@ -220,6 +220,7 @@ def plot(result: dict, path: Path) -> None:
                    label=f"{n} ({r['weight_bytes'] / 1e6:.2f} MB)")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=0.5,
               frameon=False)
+    ax.margins(0.12)  # big markers at the edges stay inside the axes
     ax.set_xlabel("batch-1 latency p50 (ms)")
     ax.set_ylabel("NDCG@20 (test, full ranking)")
     ax.set_title("Compression: quality vs latency (marker area = weight size)")
