@@ -149,3 +149,18 @@ def test_notify_reload_posts_the_new_version(tmp_path):
     assert body == {"run_dir": str((tmp_path / "v2").resolve())}
     with pytest.raises(ArtifactError, match="cannot reach"):
         notify_reload(url, tmp_path / "v2", timeout=2)
+
+
+def test_every_round_starts_from_the_newest_version(trained_run, tmp_path, capsys):
+    run_dir, _ = trained_run
+    path = tmp_path / "events.parquet"
+    drift_events().write_parquet(path)
+    args = ["retrain", str(run_dir), "--events", str(path), "--out", str(tmp_path / "versions"),
+            "--no-replay", "--epochs", "4", "--lr", "0.01", "--holdout", "0.3",
+            "--min-cases", "5", "--every", "0.01", "--rounds", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2,000 events; retraining" in out and "published" in out
+    assert "no new events" in out  # the second round: the log did not grow
+    versions = [p for p in (tmp_path / "versions").iterdir() if (p / "model.safetensors").is_file()]
+    assert len(versions) == 1 and liverec.load(versions[0]).model is not None
