@@ -49,5 +49,7 @@ def compress_run(run_dir: Path, out_dir: Path, cc: CompressConfig,
         return {"variants": made, "report": None, "files": []}
     result = compare({"fp32": run_dir, **made}, prepared, cc.bench_histories, cc.repeats,
                      cc.throughput_batch, cc.throughput_repeats, cc.threads)
+    result["compression"] = {n: json.loads((p / "config.json").read_text())["compression"]
+                             for n, p in made.items()}  # how each variant was made
     files = write_report(result, out_dir, stem)
     return {"variants": made, "report": result, "files": files}
