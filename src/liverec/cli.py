@@ -222,7 +222,8 @@ def _retrain_once(args: argparse.Namespace, run_dir: Path, out: Path, rc) -> dic
     report = retrain(run_dir, events, out, rc)
     d, cur, new = report["data"], report["current"], report["new"]
     print(f"events: {d['events_used']:,} used, {d['events_skipped_unknown_item']:,} on unknown "
-          f"items skipped; {d['users_with_events']:,} users ({d['new_users']:,} new); held out "
+          f"items skipped, {d['new_items']:,} new items given a row; "
+          f"{d['users_with_events']:,} users ({d['new_users']:,} new); held out "
           f"{d['selection_cases']:,} (epoch choice) + {d['decision_cases']:,} (decision)")
     print(f"held-out NDCG@20 {cur['ndcg@20']:.4f} -> {new['ndcg@20']:.4f}, HR@20 "
           f"{cur['hr@20']:.4f} -> {new['hr@20']:.4f} (best epoch {report['best_epoch']} of "
@@ -246,7 +247,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     try:
         rc = RetrainConfig(epochs=args.epochs, lr=args.lr, holdout=args.holdout,
                            min_cases=args.min_cases, replay=not args.no_replay,
-                           tolerance=args.tolerance, seed=args.seed)
+                           tolerance=args.tolerance,
+                           new_item_min_events=args.new_item_min_events, seed=args.seed)
     except ValueError as exc:
         raise LiverecError(str(exc)) from None
     out = Path(args.out)
@@ -446,6 +448,9 @@ def _add_retrain(sub) -> None:
                    help="fewest held-out cases for each of epoch choice and decision")
     p.add_argument("--tolerance", type=float, default=0.0,
                    help="publish when new NDCG@20 >= (1 - tolerance) x current")
+    p.add_argument("--new-item-min-events", type=int, default=2, metavar="N",
+                   help="items the model has no row for get one once they have N events "
+                        "(id models; 0 = skip their events)")
     p.add_argument("--no-replay", action="store_true",
                    help="train on the events only (when the run's data is not at hand)")
     p.add_argument("--seed", type=int, default=0)

@@ -164,3 +164,28 @@ def test_every_round_starts_from_the_newest_version(trained_run, tmp_path, capsy
     assert "no new events" in out  # the second round: the log did not grow
     versions = [p for p in (tmp_path / "versions").iterdir() if (p / "model.safetensors").is_file()]
     assert len(versions) == 1 and liverec.load(versions[0]).model is not None
+
+
+def test_new_items_get_rows_learnt_from_the_events(trained_run, known_answer_data, tmp_path):
+    """New users walk a cycle of 10 items the model has never seen: the current model cannot
+    recommend them at all; the retrained one learns their rows and is published."""
+    run_dir, _ = trained_run
+    new_cycle = np.array([f"new{i}" for i in range(10)], dtype=object)
+    rows = []
+    for u in range(150):
+        rows += [(f"nu{u}", str(new_cycle[(u + t) % 10]), float(t)) for t in range(8)]
+    events = pl.DataFrame(rows, schema={"user_id": pl.Utf8, "item_id": pl.Utf8,
+                                        "ts": pl.Float64}, orient="row")
+    rc = RetrainConfig(epochs=6, lr=1e-2, holdout=0.3, min_cases=5)
+    report = retrain(run_dir, events, tmp_path / "v2", rc, base=known_answer_data)
+    d = report["data"]
+    assert d["new_items"] == 10 and d["events_skipped_unknown_item"] == 0
+    assert report["current"]["ndcg@20"] == 0.0  # it has no row for any target
+    assert report["published"] and report["new"]["ndcg@20"] > 0.3
+    rec = liverec.load(tmp_path / "v2")
+    assert rec.model.cfg.n_items == N_ITEMS + 10 and rec.vocab.n_items == N_ITEMS + 10
+    top = [i for i, _ in rec.recommend(["new1", "new2", "new3"], k=3)]
+    assert set(top) <= set(new_cycle)  # the new rows are learnt and recommended
+    rc_skip = RetrainConfig(epochs=1, lr=1e-2, holdout=0.3, min_cases=5, new_item_min_events=0)
+    with pytest.raises(DataError, match="none of the 1200 events"):
+        retrain(run_dir, events, tmp_path / "v3", rc_skip, base=known_answer_data)

@@ -23,13 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
 from liverec.compress.finetune import finetune
 from liverec.config import TrainConfig
 from liverec.data.prepare import ItemVocab, Prepared, Sequences, Split
 from liverec.errors import ArtifactError, DataError
-from liverec.evaluate.protocol import evaluate_model
+from liverec.evaluate.protocol import evaluate_model, evaluate_scores, pad_left
 from liverec.model.artifact import load_model, read_run_config, save_artifact
+from liverec.model.items import IdItemEmbedder
+from liverec.model.text_items import extend_embedding
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ class RetrainConfig:
         min_cases: fewest held-out cases per half (epoch choice, publish decision).
         replay: also train on the run's own training data (needs the run's data source).
         tolerance: publish when new NDCG@20 >= (1 - tolerance) * current NDCG@20.
+        new_item_min_events: an item the model has no row for gets one (id models), learnt
+            from the events, once it has this many events; 0 = skip such events.
         seed: the held-out users and the batch order.
     """
 
@@ -58,6 +63,7 @@ class RetrainConfig:
     min_cases: int = 10
     replay: bool = True
     tolerance: float = 0.0
+    new_item_min_events: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -65,8 +71,10 @@ class RetrainConfig:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if not 0 < self.holdout < 1:
             raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
-        if self.lr < 0 or self.tolerance < 0 or self.min_cases < 1:
-            raise ValueError("lr and tolerance must be >= 0 and min_cases >= 1")
+        if self.lr < 0 or self.tolerance < 0 or self.min_cases < 1 or \
+                self.new_item_min_events < 0:
+            raise ValueError("lr, tolerance and new_item_min_events must be >= 0 and "
+                             "min_cases >= 1")
 
 
 def events_frame(events) -> pl.DataFrame:
@@ -140,6 +148,50 @@ def merge_events(base: Prepared | None, vocab: ItemVocab, events: pl.DataFrame,
     return Prepared("retrain", vocab, items, sequences, split, stats), stats
 
 
+def add_new_items(model: torch.nn.Module, vocab: ItemVocab, items: pl.DataFrame,
+                  events: pl.DataFrame, min_events: int
+                  ) -> tuple[ItemVocab, pl.DataFrame, list[str]]:
+    """Give items first seen in ``events`` (at least ``min_events`` each) a zero row at the end
+    of an id model's table, in place, so fine-tuning can learn them. Returns the extended
+    vocabulary and catalogue and the new ids (first-seen order); other item representations
+    are left as they are (their events stay skipped)."""
+    if min_events < 1 or not isinstance(getattr(model, "items", None), IdItemEmbedder):
+        return vocab, items, []
+    known = vocab.index_map()
+    counts = (events.filter(~pl.col("item_id").is_in(list(known)))
+              .group_by("item_id", maintain_order=True).len())
+    new = counts.filter(pl.col("len") >= min_events)
+    ids = new["item_id"].to_list()
+    if not ids:
+        return vocab, items, []
+    n = vocab.n_items
+    extend_embedding(model.items.emb, len(ids))
+    model.cfg = dataclasses.replace(model.cfg, n_items=n + len(ids))
+    rows = {c: [None] * len(ids) for c in items.columns}
+    rows.update({"item": ids, "index": list(range(n + 1, n + 1 + len(ids)))})
+    if "count" in rows:
+        rows["count"] = new["len"].to_list()
+    if "attributes" in rows:
+        rows["attributes"] = [[] for _ in ids]
+    extra = pl.DataFrame(rows, schema=items.schema)
+    return (ItemVocab.from_ids(list(vocab.ids[1:]) + ids), pl.concat([items, extra]), ids)
+
+
+def known_items_score_fn(model: torch.nn.Module, n_items: int):
+    """The current model as the service runs it once the catalogue has grown to ``n_items``:
+    items it has no row for are dropped from histories and never recommended (-inf)."""
+    known = model.cfg.n_items
+
+    def score(histories: list[np.ndarray]) -> torch.Tensor:
+        hist = [h[h <= known] for h in histories]
+        with torch.no_grad():
+            s = model.score(torch.from_numpy(pad_left(hist, model.cfg.max_len)))  # (B, N0 + 1)
+        pad = s.new_full((s.shape[0], n_items - known), float("-inf"))
+        return torch.cat([s, pad], 1)  # (B, N + 1)
+
+    return score
+
+
 def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainConfig(),
             base: Prepared | None = None) -> dict:
     """Fine-tune ``run_dir``'s model on ``events``; write a new run directory if it is better.
@@ -174,17 +226,22 @@ def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainCon
         from liverec.compress.variants import prepare_for
 
         base = prepare_for(run_dir)
+    candidate = copy.deepcopy(model)
+    vocab, items, new_ids = add_new_items(candidate, vocab, items, frame,
+                                          rc.new_item_min_events)
     prepared, stats = merge_events(base if rc.replay else None, vocab, frame, rc.holdout,
                                    rc.seed)
+    stats["new_items"] = len(new_ids)
     if min(stats["selection_cases"], stats["decision_cases"]) < rc.min_cases:
         raise DataError(
             f"too few held-out cases to check a new version ({stats['selection_cases']} + "
             f"{stats['decision_cases']}, need {rc.min_cases} each): wait for more events, "
             "raise --holdout or lower --min-cases")
-    current = evaluate_model(model, prepared, "test", (10, 20))
+    model.eval()
+    current = evaluate_scores(known_items_score_fn(model, vocab.n_items), prepared, "test",
+                              (10, 20))
     tc: TrainConfig = dataclasses.replace(cfg.train, lr=rc.lr or cfg.train.lr,
                                           warmup_steps=0, seed=rc.seed, progress=False)
-    candidate = copy.deepcopy(model)
     log_ = finetune(candidate, prepared, tc, rc.epochs)
     new = evaluate_model(candidate, prepared, "test", (10, 20))
     better = log_["best_epoch"] > 0 and new["ndcg@20"] >= (1 - rc.tolerance) * current["ndcg@20"]
@@ -201,7 +258,8 @@ def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainCon
                    "worse than the current model on the decision cases"),
     }
     if better:
-        save_artifact(out_dir, cfg, candidate, items, extra={"retrain": {
+        save_artifact(out_dir, dataclasses.replace(cfg, model=candidate.cfg), candidate, items,
+                      extra={"retrain": {
             "source": str(run_dir), "events_used": stats["events_used"],
             "current_ndcg@20": current["ndcg@20"], "new_ndcg@20": new["ndcg@20"]}})
         for extra in ("item_text.npy",):
