@@ -1,5 +1,12 @@
 """FAISS approximate nearest neighbours by inner product (HNSW, IVF-flat), same interface as exact.
 
+Maximum inner product is searched as a nearest-neighbour problem: every item x gets one more
+coordinate sqrt(R^2 - |x|^2) (R = the largest item norm) and every query a 0 there, so the L2
+distance |q|^2 + R^2 - 2 q.x ranks items exactly as the inner product does (Bachrach et al.
+2014). Graphs and k-means cells built for inner product directly fail on trained item tables,
+whose norms differ and share a dominant direction (HNSW recall@50 4% on the Beauty table's rows;
+benchmarks/ann_scale.py). An added row longer than R rebuilds the index with the new R.
+
 Excluded ids are removed after an over-fetch of ``k + excluded``; when that covers a large
 share of the catalogue the exact path answers instead (it is cheaper than ANN there).
 
@@ -28,18 +35,33 @@ class _FaissRetriever:
     def _new_index(self, d: int, n: int):
         raise NotImplementedError
 
+    def _augment(self, x: np.ndarray) -> np.ndarray:
+        """Items (N, D) -> (N, D + 1) with the norm-completing coordinate."""
+        sq = np.maximum(self.radius_**2 - np.einsum("nd,nd->n", x, x), 0.0)
+        return np.ascontiguousarray(np.hstack([x, np.sqrt(sq)[:, None]]), dtype=np.float32)
+
+    def _index(self, x: np.ndarray) -> None:
+        """(Re)build the index over all rows ``x`` (N, D)."""
+        self.radius_ = float(np.sqrt(np.einsum("nd,nd->n", x, x).max())) if len(x) else 0.0
+        aug = self._augment(x)
+        self.index_ = self._new_index(aug.shape[1], aug.shape[0])
+        if not self.index_.is_trained:
+            self.index_.train(aug)
+        self.index_.add(aug)
+
     def build(self, item_vectors: np.ndarray):
         x = np.ascontiguousarray(item_vectors, dtype=np.float32)  # (N, D)
         self.exact_ = ExactRetriever(self.skip_rows).build(x)
-        self.index_ = self._new_index(x.shape[1], x.shape[0])
-        if not self.index_.is_trained:
-            self.index_.train(x)
-        self.index_.add(x)
+        self._index(x)
         return self
 
     def add(self, vectors: np.ndarray) -> np.ndarray:
-        ids = self.exact_.add(vectors)
-        self.index_.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        v = np.ascontiguousarray(vectors, dtype=np.float32)
+        ids = self.exact_.add(v)
+        if len(v) and np.sqrt(np.einsum("nd,nd->n", v, v).max()) > self.radius_:
+            self._index(self.exact_.vectors_.numpy())  # a row longer than R: rebuild with it
+        else:
+            self.index_.add(self._augment(v))
         return ids
 
     def search(self, user_vectors: np.ndarray, k: int,
@@ -50,7 +72,10 @@ class _FaissRetriever:
         if fetch * 4 >= n:
             return self.exact_.search(q, k, exclude)
         _faiss().omp_set_num_threads(self.threads)
-        vals, ids = self.index_.search(q, fetch)  # (B, fetch) each
+        aug = np.ascontiguousarray(np.hstack([q, np.zeros((len(q), 1), np.float32)]))
+        dist, ids = self.index_.search(aug, fetch)  # (B, fetch) squared L2 each
+        # back to inner products: |q - x'|^2 = |q|^2 + R^2 - 2 q.x
+        vals = (np.einsum("bd,bd->b", q, q)[:, None] + self.radius_**2 - dist) / 2
         out_ids = np.full((len(q), k), -1, dtype=np.int64)
         out_vals = np.full((len(q), k), -np.inf, dtype=np.float32)
         for r in range(len(q)):
@@ -82,7 +107,7 @@ class HNSWRetriever(_FaissRetriever):
 
     def _new_index(self, d: int, n: int):
         faiss = _faiss()
-        index = faiss.IndexHNSWFlat(d, self.m, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexHNSWFlat(d, self.m, faiss.METRIC_L2)  # on augmented vectors
         index.hnsw.efConstruction = self.ef_construction
         index.hnsw.efSearch = self.ef_search
         return index
@@ -106,7 +131,7 @@ class IVFFlatRetriever(_FaissRetriever):
     def _new_index(self, d: int, n: int):
         faiss = _faiss()
         nlist = self.nlist or max(1, min(n // 39, int(np.sqrt(n))))
-        self.quantizer_ = faiss.IndexFlatIP(d)  # kept: the IVF index does not own it
-        index = faiss.IndexIVFFlat(self.quantizer_, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        self.quantizer_ = faiss.IndexFlatL2(d)  # kept: the IVF index does not own it
+        index = faiss.IndexIVFFlat(self.quantizer_, d, nlist, faiss.METRIC_L2)  # augmented
         index.nprobe = min(self.nprobe, nlist)
         return index
