@@ -33,6 +33,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 THRESHOLD = 0.040
 
 
+def portable(path) -> str:
+    """A path as recorded in the results: relative to the repository root (no machine paths)."""
+    return os.path.relpath(Path(path).resolve(), REPO_ROOT)
+
+
 def default_data_root() -> str:
     env = os.environ.get("LIVEREC_DATA")
     if env:
@@ -225,8 +230,8 @@ def main() -> int:
             "device": str(config["device"]),
         },
         "data": {
-            "source": str(src),
-            "inter_file": str(inter),
+            "source": portable(src),
+            "inter_file": portable(inter),
             **conv_stats,
             "recbole_user_num": int(dataset.user_num),  # includes [PAD]
             "recbole_item_num": int(dataset.item_num),  # includes [PAD]
@@ -234,7 +239,8 @@ def main() -> int:
             # not the user's first item, i.e. interactions - users (all interactions are kept)
             "recbole_augmented_samples": int(dataset.inter_num),
         },
-        "config": config_dict,
+        "config": {**config_dict, "data_path": portable(config_dict["data_path"]),
+                   "checkpoint_dir": portable(config_dict["checkpoint_dir"])},
         "n_params": int(n_params),
         "data_prep_s": data_prep_s,
         "fit_wall_s": fit_wall_s,
@@ -248,7 +254,7 @@ def main() -> int:
         "best_valid_epoch": best["epoch"],
         "best_valid_score_ndcg10": float(best_valid_score),
         "best_valid": to_float_dict(best_valid_result) if best_valid_result is not None else None,
-        "checkpoint": str(ckpt_path),
+        "checkpoint": portable(ckpt_path),
         "checkpoint_epoch": int(checkpoint.get("epoch", -1)) + 1,
         "test_s": test_s,
         "test": to_float_dict(test_result),
