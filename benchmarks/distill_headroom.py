@@ -9,8 +9,9 @@ Two measurements on the validation split, no training:
    of the distilled student; or, where the catalogue has attributes, each remaining row
    replaced by the mean of attribute vectors fitted by least squares), with the table
    parameters that leaves;
-3. the teacher's item table product-quantized (FAISS, M sub-spaces x 256 centroids: one byte
-   per item per sub-space, codebooks as parameters), with parameters, codes and bytes;
+3. the teacher's item table product-quantized as the distilled student starts from it
+   (init_pq_from_teacher: k-means per sub-space, M sub-spaces x 256 centroids, one byte per
+   item per sub-space, codebooks as parameters), with parameters, codes and bytes;
 4. a one-layer student made of the teacher's first block and final LayerNorm over the full
    table (how much the transformer, not the table, costs).
 Writes benchmarks/results/distill_headroom_<name>.{json,md}.
@@ -19,6 +20,7 @@ Writes benchmarks/results/distill_headroom_<name>.{json,md}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,8 +28,10 @@ import numpy as np
 import torch
 
 import liverec
+from liverec.compress.distill import copy_matching, init_pq_from_teacher, student_config
 from liverec.compress.variants import prepare_for
 from liverec.evaluate.protocol import evaluate_model, model_score_fn, rank_targets
+from liverec.model.items import PQItemEmbedder
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -106,16 +110,12 @@ def main() -> None:
                      "table_params": k * d + attr.shape[1] * d,
                      "ndcg@20": m["ndcg@20"], "hr@20": m["hr@20"]})
     pq = []
-    for m_sub in (8, 16, 32):
-        import faiss  # the "ann" extra
-
-        x = table[1:].numpy().astype("float32").copy()
-        quant = faiss.ProductQuantizer(d, m_sub, 8)
-        quant.train(x)
-        cut = table.clone()
-        cut[1:] = torch.from_numpy(quant.decode(quant.compute_codes(x)))
+    for m_sub in (8, 16, 32):  # the distilled student's own quantizer and initialisation
+        coded = PQItemEmbedder(dataclasses.replace(model.cfg, item_repr="pq",
+                                                   pq_subspaces=m_sub, pq_bits=8))
+        init_pq_from_teacher(coded, table)
         with torch.no_grad():
-            model.items.emb.weight.copy_(cut)
+            model.items.emb.weight.copy_(coded.eval().table())
             m = evaluate_model(model, prepared, args.stage, (20,))
         pq.append({"subspaces": m_sub, "codebook_params": 256 * d, "code_bytes": n * m_sub,
                    "table_bytes": n * m_sub + 4 * 256 * d, "ndcg@20": m["ndcg@20"],
@@ -124,7 +124,6 @@ def main() -> None:
         model.items.emb.weight.copy_(table)
     one_layer = None
     if len(model.blocks) > 1:
-        from liverec.compress.distill import copy_matching, student_config
         from liverec.model import build_model
 
         student = build_model(student_config(model.cfg, ["n_layers=1"]))

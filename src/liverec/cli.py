@@ -215,10 +215,9 @@ def _read_events(source: str):
     return events_frame(frame)
 
 
-def _retrain_once(args: argparse.Namespace, run_dir: Path, out: Path, rc) -> dict:
+def _retrain_once(args: argparse.Namespace, run_dir: Path, events, out: Path, rc) -> dict:
     from liverec.retrain import notify_reload, retrain
 
-    events = _read_events(args.events)
     report = retrain(run_dir, events, out, rc)
     d, cur, new = report["data"], report["current"], report["new"]
     print(f"events: {d['events_used']:,} used, {d['events_skipped_unknown_item']:,} on unknown "
@@ -253,21 +252,22 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         raise LiverecError(str(exc)) from None
     out = Path(args.out)
     if not args.every:
-        report = _retrain_once(args, Path(args.run_dir), out, rc)
+        report = _retrain_once(args, Path(args.run_dir), _read_events(args.events), out, rc)
         return 0 if report["published"] else 1
     seen = -1
     for round_ in range(args.rounds or 10**9):
         if round_:
             time.sleep(args.every)
         current = latest_version(out) or Path(args.run_dir)
-        n = _read_events(args.events).height
+        events = _read_events(args.events)  # the whole log, read once per round
+        n = events.height
         if n == seen:
             print(f"{datetime.now(timezone.utc):%H:%M:%S} no new events; serving {current}")
             continue
         version = out / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         print(f"{datetime.now(timezone.utc):%H:%M:%S} {n:,} events; retraining {current}")
         try:
-            _retrain_once(args, current, version, rc)
+            _retrain_once(args, current, events, version, rc)
         except LiverecError as exc:  # e.g. too few held-out cases yet: try again next round
             print(f"round skipped: {exc}", file=sys.stderr)
         seen = n

@@ -30,7 +30,32 @@ class IdItemEmbedder(nn.Module):
         return self.emb.weight  # (N + 1, D)
 
 
-class MixedDimItemEmbedder(nn.Module):
+class CachedTableEmbedder(nn.Module):
+    """An item table computed from smaller tensors (:meth:`_build_table`), cached in eval
+    mode without gradients until one of :meth:`_cache_tensors` changes (storage or in-place
+    version), so inference does not rebuild it per call."""
+
+    _cache: tuple[tuple, torch.Tensor] | None = None
+
+    def _cache_tensors(self) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def _build_table(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def table(self) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled():
+            return self._build_table()
+        key = tuple((t.data_ptr(), t._version) for t in self._cache_tensors())
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._build_table())
+        return self._cache[1]
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.table()[idx]  # (..., D)
+
+
+class MixedDimItemEmbedder(CachedTableEmbedder):
     """Frequency-aware id table: the ``K = cfg.head_items`` most frequent items get a full
     D-dim vector, every other item an r-dim one (``r = cfg.tail_dim``) projected to D
     (mixed-dimension embeddings, Ginart et al. 2019). Parameters: K*D + (N - K)*r + r*D
@@ -54,7 +79,6 @@ class MixedDimItemEmbedder(nn.Module):
         self.proj = nn.Linear(r, cfg.d_model, bias=False)  # r -> D
         # (N + 1,) int32 (half the bytes of int64); padding -> the zero row
         self.register_buffer("slot", torch.cat([torch.tensor([n]), torch.arange(n)]).int())
-        self._cache: tuple[tuple, torch.Tensor] | None = None
 
     @torch.no_grad()
     def set_head(self, head_items: torch.Tensor) -> None:
@@ -71,22 +95,12 @@ class MixedDimItemEmbedder(nn.Module):
         self.slot[tail_items] = torch.arange(k, n, dtype=torch.int32)
         self.slot[0] = n
 
-    def _key(self) -> tuple:
-        return tuple((t.data_ptr(), t._version) for t in (self.head, self.tail, self.proj.weight,
-                                                         self.slot))
+    def _cache_tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.head, self.tail, self.proj.weight, self.slot
 
-    def table(self) -> torch.Tensor:
-        cacheable = not self.training and not torch.is_grad_enabled()
-        if cacheable and self._cache is not None and self._cache[0] == self._key():
-            return self._cache[1]
+    def _build_table(self) -> torch.Tensor:
         zero = self.head.new_zeros(1, self.head.shape[1])
-        full = torch.cat([self.head, self.proj(self.tail), zero])[self.slot]  # (N + 1, D)
-        if cacheable:
-            self._cache = (self._key(), full)
-        return full
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.table()[idx]  # (..., D)
+        return torch.cat([self.head, self.proj(self.tail), zero])[self.slot]  # (N + 1, D)
 
     def score_users(self, u: torch.Tensor) -> torch.Tensor:
         """Scores of every item without materialising the table: K*D + (N - K)*r + r*D
@@ -97,7 +111,7 @@ class MixedDimItemEmbedder(nn.Module):
         return torch.cat(parts, 1).index_select(1, self.slot)  # (B, N + 1)
 
 
-class PQItemEmbedder(nn.Module):
+class PQItemEmbedder(CachedTableEmbedder):
     """Product-quantized id table: item i's vector is M = ``cfg.pq_subspaces`` sub-vectors of
     D / M dims, the m-th being centroid ``codes[i, m]`` of sub-space m's codebook of
     K = 2**``cfg.pq_bits`` centroids (product quantization, Jegou et al. 2011; as learned item
@@ -119,7 +133,6 @@ class PQItemEmbedder(nn.Module):
         gen = torch.Generator().manual_seed(0)
         codes = torch.randint(0, k, (cfg.n_items, m), generator=gen, dtype=torch.uint8)
         self.register_buffer("codes", codes)  # (N, M): row i - 1 = item i
-        self._cache: tuple[tuple, torch.Tensor] | None = None
 
     @torch.no_grad()
     def set_codes(self, codes: torch.Tensor, codebooks: torch.Tensor) -> None:
@@ -132,24 +145,15 @@ class PQItemEmbedder(nn.Module):
         self.codes.copy_(codes.to(torch.uint8))
         self.codebooks.copy_(codebooks)
 
-    def _key(self) -> tuple:
-        return tuple((t.data_ptr(), t._version) for t in (self.codebooks, self.codes))
+    def _cache_tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.codebooks, self.codes
 
-    def table(self) -> torch.Tensor:
-        cacheable = not self.training and not torch.is_grad_enabled()
-        if cacheable and self._cache is not None and self._cache[0] == self._key():
-            return self._cache[1]
+    def _build_table(self) -> torch.Tensor:
         m, k, ds = self.codebooks.shape
         offsets = torch.arange(m, device=self.codes.device) * k  # (M,)
         rows = self.codebooks.reshape(m * k, ds)[self.codes.long() + offsets]  # (N, M, D / M)
         rows = rows.reshape(self.codes.shape[0], m * ds)  # (N, D)
-        full = torch.cat([rows.new_zeros(1, m * ds), rows])  # (N + 1, D), padding row zero
-        if cacheable:
-            self._cache = (self._key(), full)
-        return full
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.table()[idx]  # (..., D)
+        return torch.cat([rows.new_zeros(1, m * ds), rows])  # (N + 1, D), padding row zero
 
 
 def _text_embedder(cfg: ModelConfig) -> nn.Module:

@@ -262,9 +262,8 @@ def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainCon
                       extra={"retrain": {
             "source": str(run_dir), "events_used": stats["events_used"],
             "current_ndcg@20": current["ndcg@20"], "new_ndcg@20": new["ndcg@20"]}})
-        for extra in ("item_text.npy",):
-            if (run_dir / extra).is_file():
-                shutil.copy2(run_dir / extra, out_dir / extra)
+        if (run_dir / "item_text.npy").is_file():  # text-aware models' frozen vectors
+            shutil.copy2(run_dir / "item_text.npy", out_dir / "item_text.npy")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / REPORT).write_text(json.dumps(report, indent=2, default=float) + "\n")
     log.info("retrain %s: held-out NDCG@20 %.4f -> %.4f (%s)", run_dir, current["ndcg@20"],
