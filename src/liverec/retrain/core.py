@@ -46,8 +46,8 @@ class RetrainConfig:
 
     Attributes:
         epochs: fine-tuning passes over the merged data (the best held-out epoch is kept).
-        lr: learning rate; 0 = the run's own training rate (on Beauty a tenth of it left
-            the model where it was; benchmarks/results/retrain_beauty.md has the full rate).
+        lr: learning rate; 0 = the run's own training rate (benchmarks/results/
+            retrain_beauty.md; a tenth of it, tried first, never beat the served model there).
         holdout: share of users with new events whose last new event is held out.
         min_cases: fewest held-out cases per half (epoch choice, publish decision).
         replay: also train on the run's own training data (needs the run's data source).

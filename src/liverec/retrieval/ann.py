@@ -4,9 +4,9 @@ Maximum inner product is searched as a nearest-neighbour problem: every item x g
 coordinate sqrt(R^2 - |x|^2) (R = the largest item norm) and every query a 0 there, so the L2
 distance |q|^2 + R^2 - 2 q.x ranks items exactly as the inner product does (Bachrach et al.
 2014). Graphs and k-means cells built for inner product directly fail on trained item tables,
-whose norms differ and share a dominant direction (benchmarks/ann_scale.py on the Beauty rows
-and noisy copies, 50,000 items: HNSW recall@50 0.04-0.07 before, 0.61-0.94 after, efSearch
-32-256). An added row longer than R rebuilds the index with the new R.
+whose norms differ and share a dominant direction (a smoke run of benchmarks/ann_scale.py,
+``--items 50000 --queries 50``, not kept: HNSW recall@50 0.04-0.07 before, 0.61-0.94 after, for
+efSearch 32-256). An added row longer than R rebuilds the index with the new R.
 
 Excluded ids are removed after an over-fetch of ``k + excluded``; when that covers a large
 share of the catalogue the exact path answers instead (it is cheaper than ANN there).
