@@ -120,6 +120,7 @@ class TrainConfig:
     device: str = "cpu"  # "cpu" | "cuda" (one GPU per rank under torchrun) | "auto"
     checkpoint: bool = True  # checkpoint.safetensors (resume state) after every epoch
     progress: bool = True
+    nonfinite: str = "stop"  # NaN/inf loss or gradient: "stop" (one-line error) | "skip" the step
 
 
 @dataclass(frozen=True)

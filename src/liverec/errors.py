@@ -17,3 +17,7 @@ class ConfigError(LiverecError):
 
 class ArtifactError(LiverecError):
     """A run directory is missing files, or they do not match each other."""
+
+
+class NonFiniteError(LiverecError):
+    """A loss, weight or score is NaN or infinite: a diverged or broken model."""

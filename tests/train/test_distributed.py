@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 import torch.distributed as dist
 from safetensors import safe_open
+from safetensors.torch import load_file
 from tests.tune.conftest import TINY, write_shop
 
 from liverec.cli import main
+from liverec.errors import ArtifactError
 from liverec.model.artifact import load_model
 from liverec.train.batches import TrainBatches
 from liverec.train.distributed import DistContext, RankBatches
@@ -101,13 +103,16 @@ def test_a_killed_worker_gives_one_clear_error_and_keeps_the_checkpoint(tmp_path
     assert not list(out.glob(".*.tmp"))
 
     epoch = _checkpoint_epoch(out)
-    load_model(out)  # the best weights are intact
+    with pytest.raises(ArtifactError, match="incomplete run directory"):
+        load_model(out)  # a crashed run is not loadable...
+    load_file(str(out / "model.safetensors"))  # ...though the best weights so far are intact
     # --resume continues from the checkpoint (here on one process: the maths is the same);
     # a tiny time budget stops it after one more epoch
     assert main(["train", "--resume", "--data", str(shop), "--out", str(out), "--no-eval",
                  *long_run, "--set", "train.max_time_s=0.001"]) == 0
     log = json.loads((out / "train_log.json").read_text())
     assert [e["epoch"] for e in log["epochs"]] == list(range(1, epoch + 2))
+    load_model(out)  # finished: loadable now
 
 
 def _checkpoint_epoch(run_dir: Path) -> int:

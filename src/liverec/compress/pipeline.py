@@ -40,6 +40,7 @@ def compress_run(run_dir: Path, out_dir: Path, cc: CompressConfig,
     Returns:
         {"variants": name -> run dir, "report": result dict or None, "files": written paths}.
     """
+    cc.check()  # nothing asked for, or a bad setting: one line before any work
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     needs_data = cc.report or cc.prune > 0 or bool(cc.distill)
     if needs_data and prepared is None:

@@ -3,6 +3,10 @@ one run. Quality (full-ranking NDCG@20, HR@20, top-10 agreement with fp32), size
 disk, stored weight elements), batch-1 latency (p50/p99 with variants interleaved call by
 call; p50 warm, each variant's calls back to back) and
 batch-B throughput. Writes JSON, markdown and a plot (NDCG@20 vs latency, marker = size).
+
+A variant with a NaN or infinite score (marked broken when it was built, or found so on the
+benchmark histories here) is not measured: its row says ``broken: non-finite scores (...)``
+and carries no quality figure, so it never shows as a share of the reference.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import numpy as np
 import torch
 
 from liverec.data.prepare import Prepared
+from liverec.errors import ArtifactError
 from liverec.evaluate.protocol import evaluate_model, mask_seen, pad_left
 from liverec.model.artifact import load_model
+from liverec.model.health import score_check
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +124,13 @@ def compare(variants: dict[str, Path], prepared: Prepared, bench_histories: int 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)  # before loading: ONNX Runtime sessions copy it
     try:
-        models = {n: load_model(p)[0] for n, p in variants.items()}
         _, histories, _ = prepared.eval_cases("test")
         idx = np.random.default_rng(0).permutation(len(histories))[:bench_histories]
         bench = [histories[i] for i in idx]
+        models, broken = _load_healthy(variants, bench)
+        if next(iter(variants)) in broken:
+            ref = next(iter(variants))
+            raise ArtifactError(f"the reference {variants[ref]} is {broken[ref]}")
         ref_top = top10(models[next(iter(models))], bench)
         lat = latency(models, bench, repeats)
         warm = latency_warm(models, bench, repeats)
@@ -140,14 +149,40 @@ def compare(variants: dict[str, Path], prepared: Prepared, bench_histories: int 
                        f"throughput_b{throughput_batch}": thr[n]}
     finally:
         torch.set_num_threads(before)
+    for n, reason in broken.items():
+        rows[n] = {"run_dir": str(variants[n]), "broken": reason,
+                   "weight_bytes": weight_bytes(variants[n]),
+                   "weight_elements": weight_elements(variants[n])}
+    rows = {n: rows[n] for n in variants}  # the caller's order
     return {"reference": next(iter(rows)), "threads": threads, "cases": len(histories),
             "latency_calls": len(bench) * repeats, "throughput_batch": throughput_batch,
             "variants": _with_ratios(rows, throughput_batch)}
 
 
+def _load_healthy(variants: dict[str, Path], histories: list[np.ndarray]
+                  ) -> tuple[dict, dict[str, str]]:
+    """(name -> model of the variants with finite scores, name -> why the others are broken)."""
+    models, broken = {}, {}
+    for name, path in variants.items():
+        comp = json.loads((Path(path) / "config.json").read_text()).get("compression") or {}
+        if comp.get("broken"):
+            broken[name] = f"broken: {comp['broken']}"
+            continue
+        model = load_model(path, check=False)[0]
+        found = score_check(model, histories)
+        if found.ok:
+            models[name] = model
+        else:
+            broken[name] = f"broken: {found.describe()}"
+            log.warning("%s (%s) is %s", name, path, broken[name])
+    return models, broken
+
+
 def _with_ratios(rows: dict, batch: int) -> dict:
     ref = rows[next(iter(rows))]
     for r in rows.values():
+        if "broken" in r:
+            continue
         r["ndcg@20_rel"] = r["ndcg@20"] / max(ref["ndcg@20"], 1e-12)
         r["smaller_x"] = ref["weight_bytes"] / r["weight_bytes"]
         r["speedup_p50_x"] = ref["p50_ms"] / r["p50_ms"]
@@ -172,6 +207,10 @@ def render_markdown(result: dict, title: str = "Compression trade-offs") -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, r in result["variants"].items():
+        if "broken" in r:  # no quality or speed figure: never a share of the reference
+            cells = [n, r["broken"], *"———", f"{r['weight_bytes'] / 1e6:.3f}", *"—" * 9]
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
         warm = (f"{r['warm_p50_ms']:.3f} | {r['warm_speedup_x']:.2f}x" if "warm_p50_ms" in r
                 else "— | —")
         lines.append(
@@ -190,6 +229,8 @@ def _distill_lines(result: dict) -> list[str]:
     out = []
     for name, comp in (result.get("compression") or {}).items():
         if comp.get("method") != "distill" or name not in rows:
+            continue
+        if "broken" in rows[name]:
             continue
         r, sp, tp = rows[name], comp["student_parameters"], comp["teacher_parameters"]
         ft = comp.get("finetune", {})
@@ -210,7 +251,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = result["variants"]
+    rows = {n: r for n, r in result["variants"].items() if "broken" not in r}
     biggest = max(r["weight_bytes"] for r in rows.values())
     fig, ax = plt.subplots(figsize=(8.5, 4.5))
     markers = "os^Dv<>ph*"

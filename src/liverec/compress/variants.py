@@ -1,8 +1,15 @@
 """Build compressed variants of a trained run and write each as a loadable run directory.
 
 Each variant directory has the usual files (config.json, resolved_config.json,
-model.safetensors, items.parquet; model.onnx for ONNX) and ``"compression": {...}`` in
-config.json, which :func:`liverec.compress.loader.load_variant` reads back.
+model.safetensors, items.parquet; model.onnx for ONNX; complete.json last) and
+``"compression": {...}`` in config.json, which :func:`liverec.compress.loader.load_variant`
+reads back.
+
+Every variant is scored when it is built (real histories of the run's data when at hand, else
+seeded probe histories, against the whole catalogue, plus its item table): one with a NaN or
+infinite score is still written, for inspection, but marked ``"broken": "non-finite scores
+(...)"`` in its compression entry, which ``liverec.load`` refuses and the report shows as
+broken instead of a share of fp32.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ from liverec.compress.prune import (
 from liverec.compress.quantize import quantize_int8, to_half
 from liverec.config import RunConfig, TrainConfig
 from liverec.data.prepare import Prepared
+from liverec.errors import ArtifactError, ConfigError
 from liverec.model.artifact import load_model, read_run_config, save_artifact
+from liverec.model.health import score_check
 from liverec.model.items import MixedDimItemEmbedder, PQItemEmbedder
 
 log = logging.getLogger(__name__)
@@ -58,30 +67,50 @@ class CompressConfig:
     throughput_batch: int = 256
     throughput_repeats: int = 5
     threads: int = 1  # torch / ONNX Runtime intra-op threads while measuring
+    check_histories: int = 64  # real histories each built variant must score finitely
+
+    def check(self) -> None:
+        """ConfigError (one line) unless at least one variant is asked for, and sensibly."""
+        if self.half not in ("", "bf16", "fp16"):
+            raise ConfigError(f"half: unknown {self.half!r}; use bf16 or fp16")
+        if not 0.0 <= self.prune < 1.0:
+            raise ConfigError(f"prune: {self.prune} is not a share in [0, 1)")
+        if not (self.int8 or self.half or self.prune > 0 or self.distill or self.onnx):
+            raise ConfigError("nothing to build: choose at least one variant (--int8, "
+                              "--half bf16|fp16, --prune RATIO, --distill, --onnx)")
 
 
 @dataclass
 class Source:
-    """The fp32 reference run, loaded once."""
+    """The fp32 reference run, loaded once; ``histories`` check each variant's scores."""
 
     run_dir: Path
     cfg: RunConfig
     model: torch.nn.Module
     items: pl.DataFrame
+    histories: list | None = None  # real item-index histories (None: seeded probes)
 
 
 def load_source(run_dir: Path) -> Source:
     model, _, items, meta = load_model(Path(run_dir))
-    if meta.get("compression"):
-        raise ValueError(f"{run_dir} is already a compressed variant; compress the fp32 run")
+    comp = meta.get("compression")
+    if comp:
+        raise ArtifactError(f"{run_dir} is already a compressed variant ({comp.get('method')} "
+                            f"of {comp.get('source')}); compress the fp32 run it came from")
     return Source(Path(run_dir), read_run_config(run_dir), model, items)
 
 
 def write_variant(src: Source, out: Path, model: torch.nn.Module, compression: dict) -> Path:
-    """Save ``model`` as a run directory beside the source's config and catalogue."""
+    """Save ``model`` as a run directory beside the source's config and catalogue, with its
+    finite-score check; a variant with NaN/inf scores is marked broken (``load`` refuses it)."""
     cfg = dataclasses.replace(src.cfg, model=model.cfg, name=f"{src.cfg.name}-{out.name}")
-    save_artifact(out, cfg, model, src.items,
-                  extra={"compression": {"source": str(src.run_dir), **compression}})
+    check = score_check(model.eval(), src.histories)
+    compression = {"source": str(src.run_dir), **compression, "score_check": check.to_dict()}
+    if not check.ok:
+        compression["broken"] = check.describe()
+        log.warning("%s variant %s is broken: %s", compression["method"], out, check.describe())
+    save_artifact(out, cfg, model, src.items, extra={"compression": compression},
+                  complete="compress")
     log.info("wrote %s variant to %s", compression["method"], out)
     return out
 
@@ -164,11 +193,14 @@ def build_variants(run_dir: Path, out_dir: Path, cc: CompressConfig,
     ``prepared`` (the run's data in its vocabulary) is needed for pruning and distillation;
     it is loaded from the run's DataConfig when not given.
     """
+    cc.check()
     src = load_source(run_dir)
     out_dir = Path(out_dir)
     needs_data = cc.prune > 0 or bool(cc.distill)
     if needs_data and prepared is None:
         prepared = prepare_for(run_dir)
+    if prepared is not None:
+        src.histories = check_histories(prepared, cc.check_histories)
     made: dict[str, Path] = {}
     if cc.int8:
         made["int8"] = build_int8(src, out_dir / "int8")
@@ -185,10 +217,18 @@ def build_variants(run_dir: Path, out_dir: Path, cc: CompressConfig,
         made["onnx-int8"] = build_onnx(src, out_dir / "onnx-int8", int8=True)
     for name in cc.onnx_of:
         if name not in made:
-            raise ValueError(f"onnx_of: no variant {name!r} was built; built: {sorted(made)}")
+            raise ConfigError(f"onnx_of: no variant {name!r} was built; built: {sorted(made)}")
         model = load_model(made[name])[0]
         made[f"{name}-onnx"] = build_onnx(src, out_dir / f"{name}-onnx", False, model, name)
     return made
+
+
+def check_histories(prepared: Prepared, n: int) -> list:
+    """Up to ``n`` test histories (then validation ones) of the run's data, item indices."""
+    out: list = []
+    for stage in ("test", "valid"):
+        out += [h for h in prepared.eval_cases(stage)[1] if len(h)][: n - len(out)]
+    return out
 
 
 def prepare_for(run_dir: Path) -> Prepared:
@@ -203,4 +243,5 @@ def prepare_for(run_dir: Path) -> Prepared:
 
 def _summary(log_: dict) -> dict:
     return {"epochs": len(log_["epochs"]), "best_epoch": log_["best_epoch"],
-            "best_valid": log_["best_valid"]}
+            "best_valid": log_["best_valid"], "stopped": log_.get("stopped", ""),
+            "skipped_steps": log_.get("skipped_steps", 0)}

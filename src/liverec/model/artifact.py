@@ -5,11 +5,21 @@ resolved_config.json   the full RunConfig of the run
 model.safetensors      the weights
 items.parquet          vocabulary: external id, index, title, text, attributes, train count
 metrics.json           written by evaluation
+complete.json          written last, once the directory is whole (see below)
+
+A run directory is loadable only when it is complete: every writer first removes
+``complete.json``, writes its files, and writes ``complete.json`` last (:func:`mark_complete`);
+:func:`read_meta` (so ``liverec.load``, ``serve`` and its reload, ``eval``, ``compress``,
+``retrain``, ``explain``) refuses a directory without it. A training run that crashes or
+diverges therefore leaves nothing loadable. Loading also scores a few probe histories against
+the whole catalogue (model/health.py) and refuses a model whose scores are not finite.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +32,7 @@ from liverec.data.prepare import ItemVocab
 from liverec.errors import ArtifactError
 
 REQUIRED = ("config.json", "model.safetensors", "items.parquet")
+COMPLETE = "complete.json"
 
 
 def library_version() -> str:
@@ -38,10 +49,39 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
     save_file(state, str(path))
 
 
+def mark_incomplete(run_dir: Path) -> None:
+    """Remove the completion marker: ``run_dir`` is not loadable until :func:`mark_complete`."""
+    (Path(run_dir) / COMPLETE).unlink(missing_ok=True)
+
+
+def mark_complete(run_dir: Path, by: str, **info) -> None:
+    """Write ``complete.json`` (atomically, last): ``run_dir`` is whole and may be loaded.
+
+    Args:
+        run_dir: the run directory (its REQUIRED files must exist).
+        by: what wrote it ("train", "compress", "retrain", ...).
+        info: JSON-serialisable facts to record (e.g. the finite-score check).
+    """
+    run_dir = Path(run_dir)
+    missing = [f for f in REQUIRED if not (run_dir / f).is_file()]
+    if missing:
+        raise ArtifactError(f"{run_dir}: cannot mark complete, missing {missing}")
+    payload = {"complete": True, "by": by, "liverec_version": library_version(),
+               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **info}
+    tmp = run_dir / f".{COMPLETE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, run_dir / COMPLETE)
+
+
 def save_artifact(run_dir: Path, cfg: RunConfig, model: torch.nn.Module, items: pl.DataFrame,
-                  extra: dict | None = None) -> None:
-    """Write config, weights and vocabulary into ``run_dir`` (created if needed)."""
+                  extra: dict | None = None, complete: str | None = "artifact") -> None:
+    """Write config, weights and vocabulary into ``run_dir`` (created if needed).
+
+    The completion marker is removed first; with ``complete`` (the writer's name) it is written
+    last, otherwise the caller calls :func:`mark_complete` once it has written the rest.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
+    mark_incomplete(run_dir)
     meta = {
         "format": "liverec-run/1",
         "liverec_version": library_version(),
@@ -53,6 +93,8 @@ def save_artifact(run_dir: Path, cfg: RunConfig, model: torch.nn.Module, items: 
     (run_dir / "resolved_config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     save_weights(model, run_dir / "model.safetensors")
     items.write_parquet(run_dir / "items.parquet")
+    if complete:
+        mark_complete(run_dir, by=complete)
 
 
 def read_meta(run_dir: Path) -> dict:
@@ -63,10 +105,28 @@ def read_meta(run_dir: Path) -> dict:
     missing = [f for f in REQUIRED if not (run_dir / f).is_file()]
     if missing:
         raise ArtifactError(f"{run_dir} is not a liverec run directory: missing {missing}")
+    _require_complete(run_dir)
     try:
-        return json.loads((run_dir / "config.json").read_text())
+        meta = json.loads((run_dir / "config.json").read_text())
     except ValueError as exc:
         raise ArtifactError(f"{run_dir / 'config.json'}: not valid JSON ({exc})") from None
+    broken = (meta.get("compression") or {}).get("broken") if isinstance(meta, dict) else None
+    if broken:
+        raise ArtifactError(f"{run_dir}: broken: {broken}; refusing to load it")
+    return meta
+
+
+def _require_complete(run_dir: Path) -> None:
+    marker = run_dir / COMPLETE
+    if not marker.is_file():
+        raise ArtifactError(f"incomplete run directory {run_dir}: no {COMPLETE} (training did "
+                            "not finish, or it was written before completion markers existed)")
+    try:
+        done = json.loads(marker.read_text()).get("complete") is True
+    except (ValueError, AttributeError):
+        done = False
+    if not done:
+        raise ArtifactError(f"incomplete run directory {run_dir}: {COMPLETE} is damaged")
 
 
 def read_run_config(run_dir: Path) -> RunConfig:
@@ -77,8 +137,14 @@ def read_run_config(run_dir: Path) -> RunConfig:
     return from_dict(RunConfig, json.loads(path.read_text()))
 
 
-def load_model(run_dir: Path) -> tuple[torch.nn.Module, ItemVocab, pl.DataFrame, dict]:
-    """Rebuild the model, vocabulary and catalogue from a run directory (eval mode)."""
+def load_model(run_dir: Path, check: bool = True
+               ) -> tuple[torch.nn.Module, ItemVocab, pl.DataFrame, dict]:
+    """Rebuild the model, vocabulary and catalogue from a run directory (eval mode).
+
+    Raises ArtifactError for a directory that is not a complete run directory, whose files do
+    not match, or (``check``) whose model scores NaN/inf on the probe histories
+    (model/health.py: every item, :data:`~liverec.model.health.PROBES` seeded histories).
+    """
     from liverec.model import build_model
 
     run_dir = Path(run_dir)
@@ -107,4 +173,10 @@ def load_model(run_dir: Path) -> tuple[torch.nn.Module, ItemVocab, pl.DataFrame,
     vocab = ItemVocab.from_ids(items.sort("index")["item"].to_list())
     if not np.array_equal(items.sort("index")["index"].to_numpy(), np.arange(1, mcfg.n_items + 1)):
         raise ArtifactError(f"{run_dir}: items.parquet indices are not 1..{mcfg.n_items}")
+    if check:
+        from liverec.model.health import score_check
+
+        found = score_check(model)
+        if not found.ok:
+            raise ArtifactError(f"{run_dir}: broken: {found.describe()}; refusing to load it")
     return model, vocab, items.sort("index"), meta

@@ -11,7 +11,7 @@ import polars as pl
 import torch
 
 from liverec.data.prepare import ItemVocab
-from liverec.errors import LiverecError
+from liverec.errors import LiverecError, NonFiniteError
 from liverec.evaluate.protocol import mask_seen, pad_left
 
 
@@ -66,8 +66,19 @@ class Recommender:
 
     def topk_indices(self, histories: Sequence[np.ndarray], k: int,
                      exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """(indices (B, k), scores (B, k)) of the best items, padding never included."""
+        """(indices (B, k), scores (B, k)) of the best items, padding never included.
+
+        Raises NonFiniteError when the model scores any item NaN or +-inf (a broken model:
+        its ranking means nothing, so no list is returned, not even an empty one).
+        """
         scores = self.score_indices(histories)
+        bad = ~torch.isfinite(scores[:, 1:])  # (B, N)
+        if bool(bad.any()):
+            rows = bad.any(dim=1).nonzero().flatten().tolist()
+            raise NonFiniteError(
+                f"the model is broken: {int(bad.sum()):,} of {bad.numel():,} scores are NaN or "
+                f"infinite (histories {rows[:5]}{' ...' if len(rows) > 5 else ''}); "
+                f"{self.run_dir or 'this model'} cannot rank items")
         if exclude_seen:
             scores = mask_seen(scores, histories)
         else:

@@ -30,7 +30,13 @@ from liverec.config import TrainConfig
 from liverec.data.prepare import ItemVocab, Prepared, Sequences, Split
 from liverec.errors import ArtifactError, DataError
 from liverec.evaluate.protocol import evaluate_model, evaluate_scores, pad_left
-from liverec.model.artifact import load_model, read_run_config, save_artifact
+from liverec.model.artifact import (
+    COMPLETE,
+    load_model,
+    mark_complete,
+    read_run_config,
+    save_artifact,
+)
 from liverec.model.items import IdItemEmbedder
 from liverec.model.text_items import extend_embedding
 
@@ -261,9 +267,11 @@ def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainCon
         save_artifact(out_dir, dataclasses.replace(cfg, model=candidate.cfg), candidate, items,
                       extra={"retrain": {
             "source": str(run_dir), "events_used": stats["events_used"],
-            "current_ndcg@20": current["ndcg@20"], "new_ndcg@20": new["ndcg@20"]}})
+            "current_ndcg@20": current["ndcg@20"], "new_ndcg@20": new["ndcg@20"]}},
+                      complete=None)
         if (run_dir / "item_text.npy").is_file():  # text-aware models' frozen vectors
             shutil.copy2(run_dir / "item_text.npy", out_dir / "item_text.npy")
+        mark_complete(out_dir, by="retrain")  # last: only now may it be loaded or served
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / REPORT).write_text(json.dumps(report, indent=2, default=float) + "\n")
     log.info("retrain %s: held-out NDCG@20 %.4f -> %.4f (%s)", run_dir, current["ndcg@20"],
@@ -272,8 +280,9 @@ def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainCon
 
 
 def latest_version(root: Path) -> Path | None:
-    """The newest published version under ``root`` (sub-directories named by UTC time)."""
-    versions = sorted(p for p in Path(root).glob("*") if (p / "model.safetensors").is_file())
+    """The newest published version under ``root`` (sub-directories named by UTC time; only
+    complete ones: a version whose writing was interrupted is skipped)."""
+    versions = sorted(p for p in Path(root).glob("*") if (p / COMPLETE).is_file())
     return versions[-1] if versions else None
 
 

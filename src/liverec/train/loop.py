@@ -3,7 +3,15 @@ NDCG@10 with the best checkpoint kept on disk, a progress bar and a training-cur
 
 Also: an optional per-epoch callback (hyper-parameter search reports and prunes through it),
 data-parallel training under torchrun (train/distributed.py), bf16 autocast, torch.compile,
-and an atomic resume checkpoint after every epoch (``--resume``)."""
+and an atomic resume checkpoint after every epoch (``--resume``).
+
+Numerics: a step whose loss or gradient norm is NaN/inf stops the run with a NonFiniteError
+(``train.nonfinite="stop"``, the default) or is skipped, counted and reported in
+train_log.json (``"skip"``; an epoch in which every step was skipped still stops the run).
+An epoch is kept as best only when its validation metrics, its weights and its scores on
+validation histories are all finite. The run directory gets its completion marker
+(model/artifact.py) only at the end, once a finite epoch was kept: a run that crashes or
+diverges leaves nothing loadable."""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -24,9 +33,10 @@ from tqdm.auto import tqdm
 
 from liverec.config import RunConfig, to_dict
 from liverec.data.prepare import Prepared
-from liverec.errors import ConfigError
+from liverec.errors import ConfigError, NonFiniteError
 from liverec.evaluate.protocol import evaluate_model
-from liverec.model.artifact import save_artifact
+from liverec.model.artifact import mark_complete, mark_incomplete, save_artifact
+from liverec.model.health import nonfinite_parameters, score_check
 from liverec.train.batches import TrainBatches
 from liverec.train.checkpoint import (
     CHECKPOINT,
@@ -67,6 +77,8 @@ class TrainResult:
     n_trainable: int = 0
     finetune: dict = field(default_factory=dict)
     stopped: str = "max_epochs"
+    nonfinite: str = "stop"  # the policy the run used
+    skipped_steps: int = 0  # steps skipped for a NaN/inf loss or gradient ("skip" policy)
 
 
 def seed_everything(seed: int) -> None:
@@ -88,6 +100,12 @@ that string as the reason (e.g. a pruned hyper-parameter trial)."""
 
 # settings that may change between a run and its --resume (they do not change the maths)
 RESUMABLE_CHANGES = frozenset({"progress", "num_threads", "device", "compile", "max_time_s"})
+NONFINITE_POLICIES = ("stop", "skip")
+CHECK_HISTORIES = 64  # validation histories whose full-catalogue scores must be finite
+
+
+class _StopNonFinite(str):
+    """A stop reason (broadcast from rank 0) that every rank turns into NonFiniteError."""
 
 
 def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
@@ -113,6 +131,9 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
     tc = cfg.train
     if tc.amp not in ("none", "bf16"):
         raise ConfigError(f"train.amp: unknown {tc.amp!r}; use none or bf16")
+    if tc.nonfinite not in NONFINITE_POLICIES:
+        raise ConfigError(f"train.nonfinite: unknown {tc.nonfinite!r}; use "
+                          f"{' or '.join(NONFINITE_POLICIES)}")
     seed_everything(tc.seed)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
@@ -128,11 +149,15 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
         sched = build_schedule(opt, tc, total_steps=len(batches) * tc.epochs)
         run = _Run(cfg, prepared, out_dir, model, batches, opt, sched, ctx, device, TrainResult(
             run_dir=out_dir, n_parameters=param_stats["n_parameters"],
-            n_trainable=param_stats["n_trainable"], finetune=param_stats))
+            n_trainable=param_stats["n_trainable"], finetune=param_stats,
+            nonfinite=tc.nonfinite))
         if resume:
+            if ctx.is_main:
+                mark_incomplete(out_dir)
             run.restore(out_dir / CHECKPOINT)
         elif ctx.is_main:
-            save_artifact(out_dir, cfg, model, catalogue_with_counts(prepared))
+            # no completion marker yet: finish() writes it once a finite epoch was kept
+            save_artifact(out_dir, cfg, model, catalogue_with_counts(prepared), complete=None)
         if ctx.rank:  # other dropout masks than rank 0's (rank 0 keeps the one-process stream)
             torch.manual_seed(tc.seed + 1000 * run.epoch + ctx.rank)
         net = wrap_ddp(model, ctx, device)
@@ -140,6 +165,8 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
             net = torch.compile(net)
         with peer_errors_as_one_line(ctx):
             run.loop(net, callback)
+        if ctx.is_main:
+            run.finish()
     return run.result
 
 
@@ -160,40 +187,73 @@ class _Run:
     epoch: int = 0  # epochs done
     bad_epochs: int = 0
     elapsed_before: float = 0.0  # wall time of the run before a --resume
+    best_check: dict = field(default_factory=dict)  # the kept epoch's finite-score check
 
     def loop(self, net: torch.nn.Module, callback: EpochCallback | None) -> None:
         tc, start = self.cfg.train, time.perf_counter() - self.elapsed_before
-        stream = RankBatches(self.batches, self.ctx)
+        stream, stop = RankBatches(self.batches, self.ctx), None
         for epoch in range(self.epoch + 1, tc.epochs + 1):
             row = _run_epoch(net, stream, self.opt, self.sched, tc, epoch, self.ctx, self.device)
+            self.result.skipped_steps += row["skipped_steps"]
             stop = self.end_epoch(row, epoch, start, callback) if self.ctx.is_main else None
             stop = broadcast_from_main(stop, self.ctx)
             if stop:
-                self.result.stopped = stop
+                self.result.stopped = str(stop)
                 break
         if self.ctx.is_main:
             self.result.wall_s = time.perf_counter() - start
             _write_log(self.result, self.out_dir)
+        if isinstance(stop, _StopNonFinite):
+            raise NonFiniteError(f"{stop}; training stopped and {self.out_dir} is not loadable "
+                                 "(lower train.lr, or set train.nonfinite=skip to skip such steps)")
+
+    def finish(self) -> None:
+        """Rank 0: mark the run directory complete, once a finite epoch's weights are in it."""
+        r = self.result
+        if r.best_epoch == 0:
+            why = ("no validation ran" if not any("valid" in e for e in r.epochs)
+                   else "no epoch had finite validation scores")
+            raise NonFiniteError(f"training kept no epoch ({why}, {r.stopped}); "
+                                 f"{self.out_dir} is not loadable")
+        mark_complete(self.out_dir, by="train", best_epoch=r.best_epoch,
+                      skipped_steps=r.skipped_steps, score_check=self.best_check)
 
     def end_epoch(self, row: dict, epoch: int, start: float,
                   callback: EpochCallback | None) -> str | None:
         """Rank 0: validate, keep the best weights, checkpoint; the reason to stop, if any."""
         tc, result = self.cfg.train, self.result
+        if row["steps"] and row["skipped_steps"] == row["steps"]:
+            # "skip" policy: the weights are beyond repair; keep the best finite epoch (if any)
+            row["nonfinite"] = f"all {row['steps']} steps had a non-finite loss or gradient"
+            result.epochs.append(row)
+            self.epoch = epoch
+            return f"diverged: epoch {epoch}: {row['nonfinite']}"
         if epoch % tc.eval_every == 0 or epoch == tc.epochs:
             t0 = time.perf_counter()
             valid = evaluate_model(self._evaluator(), self.prepared, "valid", self.cfg.eval.ks,
                                    self.cfg.eval.batch_size)
             row.update(valid_s=time.perf_counter() - t0, valid=valid)
             row["elapsed_s"] = time.perf_counter() - start
-            if valid["ndcg@10"] > result.best_valid.get("ndcg@10", -1.0):
+            check, broken = self._health(valid)
+            if broken:
+                row["nonfinite"] = broken
+                self.bad_epochs += 1
+                log.warning("epoch %d loss %s: %s; not kept", epoch, row["loss"], broken)
+                if tc.nonfinite == "stop":
+                    result.epochs.append(row)
+                    self.epoch = epoch
+                    return _StopNonFinite(f"epoch {epoch}: {broken}")
+            elif valid["ndcg@10"] > result.best_valid.get("ndcg@10", -1.0):
                 self.bad_epochs = 0
                 result.best_epoch, result.best_valid = epoch, valid
                 result.time_to_best_s = row["elapsed_s"]
+                self.best_check = check
                 save_weights_atomic(self.model, self.out_dir / "model.safetensors")
             else:
                 self.bad_epochs += 1
-            log.info("epoch %d loss %.4f valid ndcg@10 %.4f hr@10 %.4f (%.0fs)", epoch,
-                     row["loss"], valid["ndcg@10"], valid["hr@10"], row["elapsed_s"])
+            if not broken:
+                log.info("epoch %d loss %.4f valid ndcg@10 %.4f hr@10 %.4f (%.0fs)", epoch,
+                         row["loss"], valid["ndcg@10"], valid["hr@10"], row["elapsed_s"])
         row.setdefault("elapsed_s", time.perf_counter() - start)
         result.epochs.append(row)
         self.epoch = epoch
@@ -208,6 +268,20 @@ class _Run:
         if tc.max_time_s and time.perf_counter() - start > tc.max_time_s:
             return f"time budget {tc.max_time_s:.0f}s reached"
         return None
+
+    def _health(self, valid: dict) -> tuple[dict, str]:
+        """(finite-score check, what is not finite or "") of the model after an epoch."""
+        bad_metrics = sorted(k for k, v in valid.items()
+                             if isinstance(v, float) and not math.isfinite(v))
+        if bad_metrics:
+            return {}, f"non-finite validation metrics {bad_metrics}"
+        bad_params = nonfinite_parameters(self.model)
+        if bad_params:
+            more = f" (and {len(bad_params) - 3} more)" if len(bad_params) > 3 else ""
+            return {}, f"non-finite weights in {', '.join(bad_params[:3])}{more}"
+        histories = self.prepared.eval_cases("valid")[1][:CHECK_HISTORIES]
+        check = score_check(self._evaluator(), histories)
+        return check.to_dict(), "" if check.ok else check.describe()
 
     def _evaluator(self) -> torch.nn.Module:
         return self.model if self.device.type == "cpu" else _OnDevice(self.model, self.device)
@@ -258,7 +332,8 @@ def _run_epoch(net: torch.nn.Module, stream: RankBatches, opt, sched, tc, epoch:
                 if tc.bf16 or tc.amp == "bf16" else contextlib.nullcontext())
     bar = tqdm(stream, desc=f"epoch {epoch}", leave=False, unit="batch", dynamic_ncols=True,
                disable=not (tc.progress and ctx.is_main))
-    for batch, weight, n_seqs in bar:
+    skipped = steps = 0
+    for step, (batch, weight, n_seqs) in enumerate(bar, 1):
         if device.type != "cpu":
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast:
@@ -267,17 +342,40 @@ def _run_epoch(net: torch.nn.Module, stream: RankBatches, opt, sched, tc, epoch:
         # weight: this rank's share of the global batch, so DDP's mean gradient is the
         # global-batch gradient (exactly 1.0 when training alone)
         (loss if weight == 1.0 else loss * weight).backward()
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+        # the norm of the (all-reduced) gradient; clipping only when grad_clip > 0
+        norm = torch.nn.utils.clip_grad_norm_(
+            net.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+        value = float(loss.detach())
+        # every rank takes the same decision (a rank's NaN loss alone must not split them)
+        bad = sum_across_ranks(float(not (math.isfinite(value) and bool(torch.isfinite(norm)))),
+                               ctx)
+        steps += 1
+        if bad:
+            what = (f"non-finite loss {value}" if not math.isfinite(value)
+                    else f"non-finite gradient norm {float(norm)}")
+            if tc.nonfinite == "stop":
+                raise NonFiniteError(f"epoch {epoch} step {step}: {what}; training stopped, "
+                                     "nothing loadable was written (lower train.lr, or set "
+                                     "train.nonfinite=skip to skip such steps)")
+            opt.zero_grad(set_to_none=True)
+            skipped += 1
+            sched.step()  # the schedule follows the batches, taken or skipped
+            continue
         opt.step()
         sched.step()
-        total += float(loss.detach()) * weight / ctx.world_size * n_seqs
+        total += value * weight / ctx.world_size * n_seqs
         n += n_seqs
-        bar.set_postfix(loss=f"{total / n:.4f}", seq_per_s=f"{n / (time.perf_counter() - t0):.0f}")
+        bar.set_postfix(loss=f"{total / max(n, 1):.4f}",
+                        seq_per_s=f"{n / (time.perf_counter() - t0):.0f}")
     train_s = time.perf_counter() - t0
+    if skipped:
+        log.warning("epoch %d: skipped %d of %d steps with a non-finite loss or gradient",
+                    epoch, skipped, steps)
     total = sum_across_ranks(total, ctx)
-    return {"epoch": epoch, "loss": total / max(n, 1), "train_s": train_s,
-            "seq_per_s": n / max(train_s, 1e-9), "lr": sched.get_last_lr()[0]}
+    # loss: the mean over the steps taken (None when every step was skipped)
+    return {"epoch": epoch, "loss": total / n if n else None, "train_s": train_s,
+            "seq_per_s": n / max(train_s, 1e-9), "lr": sched.get_last_lr()[0],
+            "steps": steps, "skipped_steps": skipped}
 
 
 def _write_log(result: TrainResult, out_dir: Path) -> None:
