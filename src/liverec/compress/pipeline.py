@@ -8,7 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from liverec.compress.report import compare, write_report
-from liverec.compress.variants import CompressConfig, build_variants, prepare_for
+from liverec.compress.variants import (
+    CompressConfig,
+    build_variants,
+    check_source,
+    prepare_for,
+)
 from liverec.data.prepare import Prepared
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,7 @@ def compress_run(run_dir: Path, out_dir: Path, cc: CompressConfig,
     """
     cc.check()  # nothing asked for, or a bad setting: one line before any work
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    check_source(run_dir)  # a compressed or incomplete run: one line before loading data
     needs_data = cc.report or cc.prune > 0 or bool(cc.distill)
     if needs_data and prepared is None:
         prepared = prepare_for(run_dir)

@@ -37,7 +37,7 @@ from liverec.compress.quantize import quantize_int8, to_half
 from liverec.config import RunConfig, TrainConfig
 from liverec.data.prepare import Prepared
 from liverec.errors import ArtifactError, ConfigError
-from liverec.model.artifact import load_model, read_run_config, save_artifact
+from liverec.model.artifact import load_model, read_meta, read_run_config, save_artifact
 from liverec.model.health import score_check
 from liverec.model.items import MixedDimItemEmbedder, PQItemEmbedder
 
@@ -91,12 +91,17 @@ class Source:
     histories: list | None = None  # real item-index histories (None: seeded probes)
 
 
-def load_source(run_dir: Path) -> Source:
-    model, _, items, meta = load_model(Path(run_dir))
-    comp = meta.get("compression")
+def check_source(run_dir: Path) -> None:
+    """ArtifactError (one line) unless ``run_dir`` is a complete, uncompressed run."""
+    comp = read_meta(Path(run_dir)).get("compression")
     if comp:
         raise ArtifactError(f"{run_dir} is already a compressed variant ({comp.get('method')} "
                             f"of {comp.get('source')}); compress the fp32 run it came from")
+
+
+def load_source(run_dir: Path) -> Source:
+    check_source(run_dir)
+    model, _, items, _ = load_model(Path(run_dir))
     return Source(Path(run_dir), read_run_config(run_dir), model, items)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from pathlib import Path
 
 from liverec.config import RunConfig, to_dict
@@ -52,7 +53,8 @@ def best_trial_config(base: RunConfig, space: SearchSpace, row: dict) -> RunConf
 def write_results(study, out_dir: Path, base: RunConfig, space: SearchSpace, tc) -> dict:
     """Write results.json/.md, the plots and best_config.json; return the summary."""
     rows = trial_rows(study)
-    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    complete = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None
+                and math.isfinite(r["value"])]  # a NaN value is never the best
     best = max(complete, key=lambda r: r["value"], default=None)
     baseline = next((r for r in rows if r["baseline"] and r["state"] == "COMPLETE"), None)
     summary = {

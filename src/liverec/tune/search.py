@@ -11,7 +11,9 @@ the same budget.
 The study lives in an Optuna RDB storage (SQLite in the output folder by default; any
 SQLAlchemy URL, e.g. PostgreSQL, lets several machines search together) and is resumed with
 ``load_if_exists``: run the same command again and it continues until it holds ``trials``
-finished trials. A trial that raises is recorded as FAIL with its error and the study goes on;
+finished trials. A trial that raises is recorded as FAIL with its error and the study goes on
+(a diverged trial, whose loss or scores went NaN/inf, raises NonFiniteError in training, so it
+is failed and can never be the best; epochs with non-finite validation are not reported);
 the trials of a process that was killed are failed, with a recorded reason, through Optuna's
 heartbeat once the study is resumed.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import math
 import os
 import re
 import socket
@@ -31,7 +34,7 @@ from pathlib import Path
 
 from liverec.config import RunConfig, to_dict
 from liverec.data.prepare import Prepared
-from liverec.errors import ConfigError
+from liverec.errors import ConfigError, NonFiniteError
 from liverec.tune.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -235,7 +238,11 @@ class Objective:
             raise optuna.TrialPruned(reporter.pruned)
         if "ndcg@10" not in result.best_valid:
             raise RuntimeError("the trial finished without a validation result")
-        return float(result.best_valid["ndcg@10"])
+        value = float(result.best_valid["ndcg@10"])
+        if not math.isfinite(value):  # training never keeps such an epoch; belt and braces
+            trial.set_user_attr("error", f"NonFiniteError: validation NDCG@10 {value}")
+            raise NonFiniteError(f"trial {trial.number}: validation NDCG@10 is {value}")
+        return value
 
 
 class PruningReporter:
@@ -245,7 +252,10 @@ class PruningReporter:
         self.trial, self.prune, self.pruned = trial, prune, ""
 
     def __call__(self, epoch: int, row: dict) -> str | None:
-        self.trial.report(float(row["valid"]["ndcg@10"]), epoch)
+        value = float(row["valid"]["ndcg@10"])
+        if row.get("nonfinite") or not math.isfinite(value):
+            return None  # an epoch that was not kept (train.nonfinite=skip) is not a result
+        self.trial.report(value, epoch)
         if self.prune and self.trial.should_prune():
             self.pruned = f"pruned at epoch {epoch}"
             return self.pruned
