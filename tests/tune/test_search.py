@@ -176,3 +176,16 @@ def test_tune_errors_are_one_readable_line(shop_file, tmp_path, capsys, extra, m
     err = capsys.readouterr().err.strip()
     assert err.startswith("liverec: error:") and message in err and "secret" not in err
     assert len(err.splitlines()) == 1
+
+
+
+def test_a_diverging_trial_fails_and_is_never_best(shop_file, tmp_path):
+    """A trial at lr=1000 diverges: FAIL with a NonFiniteError, no best, no best config."""
+    base = apply_overrides(base_config(shop_file), ["train.lr=1000"])
+    space = {k: None for k in SMALL}
+    summary = run_study(base, tmp_path / "s", TuneConfig(trials=1),
+                        SearchSpace.from_dict(space))
+    (trial,) = summary["trials"]
+    assert trial["state"] == "FAIL" and trial["error"].startswith("NonFiniteError: ")
+    assert summary["best"] is None and "best_config" not in summary["files"]
+    assert not (tmp_path / "s" / "trials" / "trial_0000" / "complete.json").exists()

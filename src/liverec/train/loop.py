@@ -7,7 +7,8 @@ and an atomic resume checkpoint after every epoch (``--resume``).
 
 Numerics: a step whose loss or gradient norm is NaN/inf stops the run with a NonFiniteError
 (``train.nonfinite="stop"``, the default) or is skipped, counted and reported in
-train_log.json (``"skip"``; an epoch in which every step was skipped still stops the run).
+train_log.json (``"skip"``; an epoch in which every step was skipped ends the run there,
+with the best finite epoch kept).
 An epoch is kept as best only when its validation metrics, its weights and its scores on
 validation histories are all finite. The run directory gets its completion marker
 (model/artifact.py) only at the end, once a finite epoch was kept: a run that crashes or
@@ -126,7 +127,13 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
 
     Returns:
         A TrainResult (complete on rank 0); the model at its best validation epoch is in
-        ``out_dir``.
+        ``out_dir``, which gets its completion marker (``complete.json``) last.
+
+    Raises:
+        NonFiniteError: a NaN/inf loss or gradient (``train.nonfinite="stop"``), a validated
+            epoch with non-finite metrics, weights or scores (``"stop"``), or no finite epoch
+            at all; ``out_dir`` is then left without its marker, so not loadable.
+        ConfigError: an unknown setting, or no epoch validated before the run stopped.
     """
     tc = cfg.train
     if tc.amp not in ("none", "bf16"):
@@ -210,11 +217,13 @@ class _Run:
     def finish(self) -> None:
         """Rank 0: mark the run directory complete, once a finite epoch's weights are in it."""
         r = self.result
+        if r.best_epoch == 0 and not any("valid" in e for e in r.epochs):
+            raise ConfigError(f"training stopped before any validation ({r.stopped}), so no "
+                              f"epoch was kept and {self.out_dir} is not loadable: raise "
+                              "train.max_time_s or lower train.eval_every")
         if r.best_epoch == 0:
-            why = ("no validation ran" if not any("valid" in e for e in r.epochs)
-                   else "no epoch had finite validation scores")
-            raise NonFiniteError(f"training kept no epoch ({why}, {r.stopped}); "
-                                 f"{self.out_dir} is not loadable")
+            raise NonFiniteError(f"training kept no epoch: none had finite validation scores "
+                                 f"({r.stopped}); {self.out_dir} is not loadable")
         mark_complete(self.out_dir, by="train", best_epoch=r.best_epoch,
                       skipped_steps=r.skipped_steps, score_check=self.best_check)
 
