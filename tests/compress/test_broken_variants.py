@@ -113,3 +113,32 @@ def test_compress_with_no_variant_is_one_line(trained_run, tmp_path, capsys):
     assert not (tmp_path / "x").exists()  # checked before any work
     with pytest.raises(ConfigError, match="nothing to build"):
         build_variants(trained_run[0], tmp_path / "y", CompressConfig(int8=False))
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_finetune_never_keeps_a_nonfinite_state(policy, trained_run, known_answer_data):
+    """The short fine-tune (pruning, distillation, retrain): a NaN loss at step 3 ends it
+    ("stop") or is skipped and counted ("skip"); the weights it returns stay finite."""
+    from liverec.compress.finetune import default_loss, finetune
+    from liverec.config import TrainConfig
+    from liverec.model.health import nonfinite_parameters
+
+    model = load_model(trained_run[0])[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    steps: list[int] = []
+
+    def nan_at_step_3(m, batch):
+        steps.append(1)
+        loss = default_loss(m, batch)
+        return loss * float("nan") if len(steps) == 3 else loss
+
+    tc = TrainConfig(lr=1e-3, batch_size=64, warmup_steps=0, nonfinite=policy)
+    log_ = finetune(model, known_answer_data, tc, 2, loss_fn=nan_at_step_3)
+    assert not nonfinite_parameters(model)
+    if policy == "stop":
+        assert log_["stopped"].startswith("non-finite loss or gradient at epoch 1 step 3")
+        assert log_["best_epoch"] == 0 and log_["epochs"] == []
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    else:
+        assert log_["stopped"] == "" and log_["skipped_steps"] == 1
+        assert len(log_["epochs"]) == 2
