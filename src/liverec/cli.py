@@ -116,16 +116,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             (("source", args.data), ("data_root", args.data_root),
              ("format", args.data_format)) if v]
     if args.data:  # a new log: its own next events, written beside the run's results
-        from liverec.evaluate.newdata import drop_summary, evaluate_new_data
+        from liverec.evaluate.newdata import evaluate_new_data
 
         new = apply_overrides(cfg, over)
         check_paths(new)
         out = Path(args.out) if args.out else None
         metrics = evaluate_new_data(run_dir, new.data, baselines, out)
-        print(f"\n{drop_summary(metrics['data'], args.data)}")
-        if metrics["data"]["new_users"] is not None:
-            print(f"{metrics['data']['new_users']:,} of {metrics['data']['cases']:,} case "
-                  "users are not in the run's training data (scored from their history)")
+        d = metrics["data"]
+        print(f"new log {args.data}: {d['events']:,} events, {d['users']:,} users -> "
+              f"{d['cases']:,} test cases, {d['cases_unknown_target']:,} of them on items the "
+              f"model does not know (misses); details in {metrics['files']['report']}")
+        if d["new_users"] is not None:
+            print(f"{d['new_users']:,} of the {d['cases']:,} case users are not in the run's "
+                  "training data (scored from their history in the new log)")
         _print_metrics(metrics, cfg.eval.ks, "Test metrics on the new log's next events "
                        "(full ranking, seen items masked, unknown targets are misses)")
         files = metrics["files"]

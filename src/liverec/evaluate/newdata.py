@@ -41,6 +41,7 @@ NEW_DATA_PROTOCOL = {
                      "history events on unknown items are left out of the history",
     "ranking": "full ranking over every catalogue item, no sampled negatives",
     "masking": "items already in the user's history are masked (never ranked)",
+    "coverage": "coverage@K is over the cases whose target the model knows (0 when none)",
 }
 RANK_METRICS = ("hr@", "ndcg@", "mrr@")  # per-case means: an unscorable case adds 0
 
@@ -152,7 +153,9 @@ def with_misses(metrics: dict[str, float], n_known: int, n_cases: int) -> dict[s
 
 
 def _zero_metrics(ks: tuple[int, ...]) -> dict[str, float]:
-    return {f"{m}@{k}": 0.0 for k in ks for m in ("hr", "ndcg", "mrr")}
+    out = {f"{m}@{k}": 0.0 for k in ks for m in ("hr", "ndcg", "mrr")}
+    out[f"coverage@{max(ks)}"] = 0.0  # nothing was ranked
+    return out
 
 
 def data_name(source: str) -> str:
