@@ -85,7 +85,7 @@ def test_unknown_key_in_file(tmp_path):
         ("eval.baselines=[pop,bpr]", "eval.baselines: 'bpr' is not supported"),
         ("train.lr=nan", "train.lr: expected a finite number"),
         ("train.lr=inf", "train.lr: expected a finite number"),
-        ("train.lr=0", "train.lr must be > 0"),
+        ("train.lr=-1", "train.lr must be >= 0"),
         ("train.epochs=0", "train.epochs must be >= 1"),
         ("model.dropout=1.0", r"model.dropout must be in \[0, 1\)"),
         ("data.temporal_test_fraction=0.5", r"must be in \(0, 0.5\)"),

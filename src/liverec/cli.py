@@ -162,7 +162,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     if not 0.0 <= args.prune < 1.0:
         raise LiverecError(f"--prune {args.prune}: the share of weights to prune must be in "
                            "[0, 1)")
-    compressed = read_meta(Path(args.run_dir)).get("compression")
+    meta = Path(args.run_dir) / "config.json"  # (a missing run directory: compress_run says so)
+    compressed = read_meta(Path(args.run_dir)).get("compression") if meta.is_file() else None
     if compressed:
         kind = compressed.get("method", "?") if isinstance(compressed, dict) else compressed
         raise LiverecError(f"{args.run_dir} is already a compressed variant ({kind}); "

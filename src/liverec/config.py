@@ -158,8 +158,8 @@ class ModelConfig:
                               f"model.d_model={self.d_model} (d_model must be divisible by "
                               "n_heads: each head gets d_model / n_heads dimensions)")
         if self.pq_subspaces and self.d_model % self.pq_subspaces:
-            raise ConfigError(f"model.pq_subspaces={self.pq_subspaces} does not divide "
-                              f"model.d_model={self.d_model}")
+            raise ConfigError(f"model.pq_subspaces={self.pq_subspaces} must divide d_model "
+                              f"(model.d_model={self.d_model})")
         if not self.lora_scopes:
             raise ConfigError("model.lora_scopes must name 'blocks' and/or 'items'")
 
@@ -196,7 +196,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _validate(self, "train", {
-            "lr": _POS, "weight_decay": _GE0, "momentum": _UNIT_OPEN, "batch_size": _GE1,
+            "lr": _GE0, "weight_decay": _GE0, "momentum": _UNIT_OPEN, "batch_size": _GE1,
             "epochs": _GE1, "warmup_steps": _GE0, "min_lr_ratio": _UNIT, "grad_clip": _GE0,
             "patience": _GE1, "eval_every": _GE1, "num_threads": _GE0, "max_time_s": _GE0})
         monitor = str(self.monitor).strip().lower()
