@@ -212,6 +212,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from liverec.tune.space import SearchSpace
 
     base = _resolve_config(args)
+    if 10 not in base.eval.ks:  # tune/search.py ranks and prunes trials on validation NDCG@10
+        raise LiverecError(f"liverec tune ranks trials on validation NDCG@10: eval.ks must "
+                           f"include 10 (it is {list(base.eval.ks)})")
     space = None
     if args.space:
         try:

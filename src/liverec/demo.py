@@ -82,6 +82,7 @@ def serve_demo(run_dir: Path, port: int = 8000) -> None:
     base = f"http://127.0.0.1:{port}"
     print(f"serving the demo model at {base}  (Ctrl+C to stop)\n"
           f"  API docs:        {base}/docs\n"
+          f"  dashboard:       {base}/ui\n"
           f"  recommend:       {base}/v1/recommend?user_id=demo-user&k=10  (popular items "
           "until the user has events)\n"
           f"  post an event:   curl -X POST {base}/v1/events -H 'content-type: application/json'"
