@@ -118,6 +118,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.data:  # a new log: its own next events, written beside the run's results
         from liverec.evaluate.newdata import evaluate_new_data
 
+        if not args.data_format:  # detect the new log's format, not the training data's
+            over.append("data.format=null")
         new = apply_overrides(cfg, over)
         check_paths(new)
         out = Path(args.out) if args.out else None

@@ -152,3 +152,20 @@ def test_data_name():
     assert data_name("beauty") == "beauty"
     assert data_name("/a/ml-100k/") == "ml-100k"
     assert data_name("we ird/na me.parquet") == "na_me"
+
+
+def test_cli_eval_data_detects_the_new_logs_format(trained_run, tmp_path, capsys):
+    """A run trained on an S3-Rec file (data.format=s3rec) evaluated on a CSV log: the new
+    log's format is detected, not taken from the training data's settings."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    resolved = json.loads((run_dir / "resolved_config.json").read_text())
+    resolved["data"]["format"] = "s3rec"
+    (run_dir / "resolved_config.json").write_text(json.dumps(resolved))
+    path = new_log(tmp_path / "log.csv")
+    assert main(["eval", str(run_dir), "--data", str(path), "--no-baselines"]) == 0
+    assert json.loads((run_dir / "eval" / "log" / "metrics.json").read_text())[
+        "data"]["cases"] == 300
+    capsys.readouterr()
