@@ -186,3 +186,15 @@ def test_progress_only_on_a_terminal(monkeypatch):
     assert progress_enabled(True) is False
     monkeypatch.setattr("sys.stderr", Tty())
     assert progress_enabled(True) is True and progress_enabled(False) is False
+
+
+def test_demo_text_says_what_it_runs():
+    """The demo's own description is checked against the config it runs (it once promised
+    3,000 shoppers and 'under a minute' for 2,000 and more)."""
+    from liverec.demo import demo_config
+
+    cfg = demo_config()
+    doc = " ".join(demo_config.__doc__.split())
+    assert f"{cfg.data.synthetic.n_users:,} shoppers" in doc
+    assert f"{cfg.data.synthetic.n_items} items" in doc
+    assert f"{cfg.model.n_layers}-layer" in doc and f"at most {cfg.train.epochs} epochs" in doc
