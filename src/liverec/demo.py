@@ -29,13 +29,12 @@ def run_demo(out: Path, serve: bool = True, port: int = 8000) -> int:
 
     Every printed sentence describes what this function ran, with figures from its results.
     """
-    from liverec.cli import _print_metrics
     from liverec.compress.pipeline import compress_run
     from liverec.compress.report import render_markdown
     from liverec.compress.variants import CompressConfig
     from liverec.config import monitor_metric
     from liverec.data.pipeline import load_and_prepare
-    from liverec.evaluate.report import evaluate_run
+    from liverec.evaluate.report import evaluate_run, metrics_table
     from liverec.train.loop import train
 
     cfg = demo_config()
@@ -55,7 +54,9 @@ def run_demo(out: Path, serve: bool = True, port: int = 8000) -> int:
     metrics = evaluate_run(out)
     print(f"[3/4] evaluated the kept model and the baselines ({', '.join(cfg.eval.baselines)}) "
           f"on the {s['test_cases']:,} test events")
-    _print_metrics(metrics, cfg.eval.ks)
+    rows = {f"{cfg.model.name} (liverec)": metrics["model"]["test"], **metrics["baselines"]}
+    print("\nTest metrics (full ranking, seen items masked):\n")
+    print(metrics_table(rows, cfg.eval.ks))
     variants = out.parent / f"{out.name}-variants"
     cc = CompressConfig(int8=True, onnx=True, bench_histories=100, repeats=3,
                         throughput_repeats=3)
