@@ -12,10 +12,12 @@ import json
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 from liverec.errors import LiverecError
+from liverec.logs import cli_logging
 
 log = logging.getLogger("liverec")
 
@@ -38,7 +40,9 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve_config(args: argparse.Namespace):
-    from liverec.config import RunConfig, apply_overrides, load_config
+    """The run config from --config, --data/--data-root/--format and --set, validated (values,
+    cross-field rules and the paths it names) before any work starts."""
+    from liverec.config import RunConfig, apply_overrides, check_paths, load_config
 
     cfg = load_config(args.config) if args.config else RunConfig()
     overrides = list(args.overrides)
@@ -48,16 +52,21 @@ def _resolve_config(args: argparse.Namespace):
         overrides.insert(0, f"data.data_root={json.dumps(args.data_root)}")
     if getattr(args, "data_format", None):
         overrides.insert(0, f"data.format={json.dumps(args.data_format)}")
-    return apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides)
+    check_paths(cfg)
+    return cfg
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from liverec.config import monitor_metric
     from liverec.data.pipeline import load_and_prepare
     from liverec.evaluate.report import evaluate_run
     from liverec.train.distributed import env_context, main_first, process_group, select_device
     from liverec.train.loop import train
 
     cfg = _resolve_config(args)  # a bad setting fails here, before any worker starts
+    if args.init and not Path(args.init).is_dir():
+        raise LiverecError(f"--init {args.init}: no such run directory")
     ctx = env_context()
     if args.nproc > 1 and not ctx.enabled:
         from liverec.train.launch import launch_local
@@ -83,9 +92,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         result = train(cfg, prepared, out, init_state=init_state, resume=args.resume)
     if not ctx.is_main:
         return 0
+    key = monitor_metric(cfg)
     print(f"trained {result.n_trainable:,} of {result.n_parameters:,} parameters in "
           f"{result.wall_s:.0f}s; best validation "
-          f"NDCG@10 {result.best_valid.get('ndcg@10', 0):.4f} at epoch {result.best_epoch} "
+          f"{key.upper()} {result.best_valid.get(key, 0):.4f} at epoch {result.best_epoch} "
           f"({result.stopped})" + (f" on {ctx.world_size} processes" if ctx.enabled else ""))
     if args.eval:
         metrics = evaluate_run(out, baselines=() if args.no_baselines else None)
@@ -95,20 +105,43 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from liverec.config import apply_overrides
+    from liverec.config import apply_overrides, check_paths
     from liverec.evaluate.report import evaluate_run
     from liverec.model.artifact import read_run_config
 
     run_dir = Path(args.run_dir)
-    data_cfg = None
-    if args.data or args.data_root or args.data_format:
-        cfg = read_run_config(run_dir)
-        over = [f"data.{k}={json.dumps(v)}" for k, v in
-                (("source", args.data), ("data_root", args.data_root),
-                 ("format", args.data_format)) if v]
-        data_cfg = apply_overrides(cfg, over).data
-    metrics = evaluate_run(run_dir, data_cfg, baselines=() if args.no_baselines else None)
-    _print_metrics(metrics, read_run_config(run_dir).eval.ks)
+    cfg = read_run_config(run_dir)
+    baselines = () if args.no_baselines else None
+    over = [f"data.{k}={json.dumps(v)}" for k, v in
+            (("source", args.data), ("data_root", args.data_root),
+             ("format", args.data_format)) if v]
+    if args.data:  # a new log: its own next events, written beside the run's results
+        from liverec.evaluate.newdata import evaluate_new_data
+
+        if not args.data_format:  # detect the new log's format, not the training data's
+            over.append("data.format=null")
+        new = apply_overrides(cfg, over)
+        check_paths(new)
+        out = Path(args.out) if args.out else None
+        metrics = evaluate_new_data(run_dir, new.data, baselines, out)
+        d = metrics["data"]
+        print(f"new log {args.data}: {d['events']:,} events, {d['users']:,} users -> "
+              f"{d['cases']:,} test cases, {d['cases_unknown_target']:,} of them on items the "
+              f"model does not know (misses); details in {metrics['files']['report']}")
+        if d["new_users"] is not None:
+            print(f"{d['new_users']:,} of the {d['cases']:,} case users are not in the run's "
+                  "training data (scored from their history in the new log)")
+        _print_metrics(metrics, cfg.eval.ks, "Test metrics on the new log's next events "
+                       "(full ranking, seen items masked, unknown targets are misses)")
+        files = metrics["files"]
+        print(f"wrote {files['metrics']} and {files['report']}")
+        return 0
+    if args.out:
+        raise LiverecError("--out is for --data NEW; the run's own evaluation is written "
+                           "into the run directory")
+    data_cfg = apply_overrides(cfg, over).data if over else None
+    metrics = evaluate_run(run_dir, data_cfg, baselines=baselines)
+    _print_metrics(metrics, cfg.eval.ks)
     print(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'report.md'}")
     return 0
 
@@ -123,7 +156,20 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from liverec.compress.pipeline import compress_run, student_overrides
     from liverec.compress.report import render_markdown
     from liverec.compress.variants import CompressConfig
+    from liverec.model.artifact import read_meta
 
+    if not (args.int8 or args.half or args.prune or args.distill is not None or args.onnx):
+        raise LiverecError("nothing to build: choose at least one variant (--int8, --half "
+                           "bf16|fp16, --prune RATIO, --distill, --onnx)")
+    if not 0.0 <= args.prune < 1.0:
+        raise LiverecError(f"--prune {args.prune}: the share of weights to prune must be in "
+                           "[0, 1)")
+    meta = Path(args.run_dir) / "config.json"  # (a missing run directory: compress_run says so)
+    compressed = read_meta(Path(args.run_dir)).get("compression") if meta.is_file() else None
+    if compressed:
+        kind = compressed.get("method", "?") if isinstance(compressed, dict) else compressed
+        raise LiverecError(f"{args.run_dir} is already a compressed variant ({kind}); "
+                           "compress the fp32 run it was built from")
     cc = CompressConfig(
         int8=args.int8, half=args.half or "", prune=args.prune,
         prune_kinds=("structured",) if args.structured else ("magnitude",),
@@ -168,6 +214,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from liverec.tune.space import SearchSpace
 
     base = _resolve_config(args)
+    if 10 not in base.eval.ks:  # tune/search.py ranks and prunes trials on validation NDCG@10
+        raise LiverecError(f"liverec tune ranks trials on validation NDCG@10: eval.ks must "
+                           f"include 10 (it is {list(base.eval.ks)})")
     space = None
     if args.space:
         try:
@@ -274,12 +323,13 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_metrics(metrics: dict, ks: tuple[int, ...]) -> None:
+def _print_metrics(metrics: dict, ks: tuple[int, ...],
+                   title: str = "Test metrics (full ranking, seen items masked)") -> None:
     from liverec.evaluate.report import metrics_table
 
     rows = {f"{metrics['model']['name']} (liverec)": metrics["model"]["test"]}
     rows.update(metrics.get("baselines", {}))
-    print("\nTest metrics (full ranking, seen items masked):\n")
+    print(f"\n{title}:\n")
     print(metrics_table(rows, ks))
 
 
@@ -310,9 +360,15 @@ def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a run directory against baselines",
                        description="Full-ranking leave-one-out evaluation of a trained run "
                                    "(HR/NDCG/MRR@K, coverage) beside popularity, item-kNN "
-                                   "and ALS baselines; writes metrics.json and report.md.")
+                                   "and ALS baselines; writes metrics.json and report.md "
+                                   "into the run directory. With --data NEW: each user's "
+                                   "last event in the new log is the test target (targets "
+                                   "on items the model does not know are misses; what is "
+                                   "left out is counted), written to RUN/eval/<data name>/.")
     p.add_argument("run_dir", help="a run directory written by 'liverec train'")
     _data_args(p)
+    p.add_argument("--out", metavar="DIR", help="with --data: where to write metrics.json and "
+                                                "report.md (default RUN/eval/<data name>)")
     p.add_argument("--no-baselines", action="store_true", help="evaluate the model only")
     p.set_defaults(func=_cmd_eval)
 
@@ -320,7 +376,8 @@ def _add_eval(sub) -> None:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole pipeline on embedded synthetic data",
                        description="Generate the synthetic shop, train, evaluate against "
-                                   "baselines, and serve the model (offline, about a minute).")
+                                   "baselines, build int8 and ONNX Runtime variants and "
+                                   "compare them, then serve the model (offline).")
     p.add_argument("--out", default="runs/demo", help="where to write the demo run")
     p.add_argument("--no-serve", action="store_true", help="stop after the report")
     p.add_argument("--port", type=int, default=8000, help="port to serve on")
@@ -472,11 +529,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="liverec",
         description="Train, evaluate, compress and serve transformer recommenders.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbose = "debug logging, and a traceback with any error"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in COMMANDS:
         add(sub)
+    for p in sub.choices.values():  # -v also after the command: liverec train ... -v
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help=verbose)
     return parser
 
 
@@ -484,19 +545,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for relaunching (train --nproc)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except LiverecError as exc:
-        print(f"liverec: error: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
-        print(f"liverec: error: file not found: {exc.filename or exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("liverec: interrupted", file=sys.stderr)
-        return 130
+    with cli_logging(args.verbose):
+        try:
+            return int(args.func(args) or 0)
+        except LiverecError as exc:
+            return _user_error(str(exc), args.verbose)
+        except FileNotFoundError as exc:
+            return _user_error(f"file not found: {exc.filename or exc}", args.verbose)
+        except KeyboardInterrupt:
+            print("liverec: interrupted", file=sys.stderr)
+            return 130
+
+
+def _user_error(message: str, verbose: bool) -> int:
+    """A user's mistake: one line (exit status 2); with -v the traceback first."""
+    if verbose:
+        traceback.print_exc(file=sys.stderr)
+    print(f"liverec: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

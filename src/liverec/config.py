@@ -2,19 +2,53 @@
 
 One dataclass per concept; :class:`RunConfig` composes them. Overrides use dotted keys
 (``train.lr=3e-4``) and are type-checked against the field they set.
+
+Every config is validated when it is built (``__post_init__``), so a bad setting fails when
+the config is read, before any data is loaded or any epoch runs: choices are ``Literal`` types
+(the message lists the valid values), numbers are finite and within their range, and
+cross-field rules hold (``model.n_heads`` divides ``model.d_model``; ``train.monitor`` is a
+metric that ``eval.ks`` computes). Each failure is one :class:`ConfigError` line naming the
+setting. :func:`check_paths` adds the checks that need the file system (run by the CLI).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from liverec.errors import ConfigError
+
+DataFormat = Literal["s3rec", "pairs", "csv", "tsv", "parquet", "movielens"]
+SplitKind = Literal["leave_one_out", "temporal"]
+ModelName = Literal["sasrec"]
+Loss = Literal["ce", "sampled"]
+ItemRepr = Literal["id", "mixed", "pq", "text", "fusion"]
+Adaptor = Literal["linear", "moe"]
+Fusion = Literal["sum", "gate"]
+Finetune = Literal["full", "lora", "adaptor"]
+LoraScope = Literal["blocks", "items"]
+Optimizer = Literal["adamw", "adam", "sgd"]
+Schedule = Literal["cosine", "constant"]
+Amp = Literal["none", "bf16"]
+Device = Literal["cpu", "cuda", "auto"]
+NonFinite = Literal["stop", "skip"]
+Baseline = Literal["pop", "itemknn", "als"]
+METRICS = ("hr", "ndcg", "mrr")  # the per-K metrics evaluation computes (evaluate/metrics.py)
+
+# Range rules: (low, high, low_inclusive, high_inclusive); None = unbounded.
+_GE0 = (0, None, True, True)
+_GE1 = (1, None, True, True)
+_POS = (0, None, False, True)
+_UNIT = (0, 1, True, True)  # [0, 1]
+_UNIT_OPEN = (0, 1, True, False)  # [0, 1)
 
 
 @dataclass(frozen=True)
@@ -30,13 +64,21 @@ class SyntheticConfig:
     seed: int = 7
     known_answer: bool = False  # cyclic sequences: next item = last + 1 (mod n_items)
 
+    def __post_init__(self) -> None:
+        _validate(self, "data.synthetic", {
+            "n_users": _GE1, "n_items": (2, None, True, True), "n_categories": _GE1,
+            "min_len": _GE1, "max_len": _GE1, "habit_strength": _UNIT})
+        if self.max_len < self.min_len:
+            raise ConfigError(f"data.synthetic.max_len ({self.max_len}) must be >= "
+                              f"data.synthetic.min_len ({self.min_len})")
+
 
 @dataclass(frozen=True)
 class DataConfig:
     """Where the interactions come from and how they become sequences."""
 
     source: str = "synthetic"  # registry name (beauty, ml-100k, ...) or a file path
-    format: str | None = None  # None = detect from the name/extension
+    format: DataFormat | None = None  # None = detect from the name/extension
     data_root: str | None = None  # None = $LIVEREC_DATA, then ../shared/data
     user_col: str = "user"  # column mapping for generic CSV/Parquet
     item_col: str = "item"
@@ -44,17 +86,27 @@ class DataConfig:
     event_col: str | None = None
     min_user_interactions: int = 0  # k-core filtering (0 = off)
     min_item_interactions: int = 0
-    split: str = "leave_one_out"  # or "temporal"
+    split: SplitKind = "leave_one_out"  # or "temporal"
     temporal_test_fraction: float = 0.1
     cache: bool = True
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def __post_init__(self) -> None:
+        _validate(self, "data", {"min_user_interactions": _GE0, "min_item_interactions": _GE0,
+                                 "temporal_test_fraction": (0, 0.5, False, False)})
+        for name in ("source", "user_col", "item_col"):
+            if not str(getattr(self, name)).strip():
+                raise ConfigError(f"data.{name} must not be empty")
+        for name in ("time_col", "event_col"):
+            if getattr(self, name) is not None and not str(getattr(self, name)).strip():
+                raise ConfigError(f"data.{name} must be a column name or null, not empty")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """SASRec-style transformer over item sequences."""
 
-    name: str = "sasrec"
+    name: ModelName = "sasrec"
     n_items: int = 0  # catalogue size without padding; filled in from the data at train time
     max_len: int = 50
     d_model: int = 64
@@ -64,20 +116,20 @@ class ModelConfig:
     dropout: float = 0.2
     attn_dropout: float = 0.2
     emb_dropout: float = 0.2
-    loss: str = "ce"  # "ce" = full softmax; "sampled" = sampled softmax (large catalogues)
+    loss: Loss = "ce"  # "ce" = full softmax; "sampled" = sampled softmax (large catalogues)
     n_negatives: int = 256  # for the sampled softmax
     label_smoothing: float = 0.0
     # item representation (model/items.py registry): "id", "mixed" (id, frequency-aware
     # dims), "pq" (id, product-quantized), "text" (frozen LM vectors through a trainable
     # adaptor) or "fusion" (id + text)
-    item_repr: str = "id"
+    item_repr: ItemRepr = "id"
     text_encoder: str = "minilm"  # text/encoder.py registry name, or a sentence-transformers name
     text_template: str = "{title}. {text}. {attributes}"
     text_dim: int = 0  # filled in from the encoder at train time
-    adaptor: str = "linear"  # "linear" | "moe" (UniSRec-style mixture of experts)
+    adaptor: Adaptor = "linear"  # "linear" | "moe" (UniSRec-style mixture of experts)
     n_experts: int = 8
     whiten: bool = True  # whiten the frozen text vectors with the catalogue's statistics
-    fusion: str = "sum"  # "sum" | "gate" (for item_repr="fusion")
+    fusion: Fusion = "sum"  # "sum" | "gate" (for item_repr="fusion")
     # item_repr="mixed" (frequency-aware id table): the head_items most frequent items get
     # d_model dims, the rest tail_dim dims projected up (compact students)
     head_items: int = 0
@@ -88,39 +140,72 @@ class ModelConfig:
     pq_bits: int = 8
     # fine-tuning from a pretrained run (liverec train --init): "full", "lora" (low-rank
     # updates of the transformer/adaptor Linear layers) or "adaptor" (item adaptor only)
-    finetune: str = "full"
+    finetune: Finetune = "full"
     lora_rank: int = 8
     lora_alpha: float = 16.0
     # where LoRA goes: "blocks" (attention/FFN projections) and/or "items" (the text adaptor)
-    lora_scopes: tuple[str, ...] = ("blocks", "items")
+    lora_scopes: tuple[LoraScope, ...] = ("blocks", "items")
+
+    def __post_init__(self) -> None:
+        _validate(self, "model", {
+            "n_items": _GE0, "max_len": _GE1, "d_model": _GE1, "n_layers": _GE1,
+            "n_heads": _GE1, "d_ff": _GE1, "dropout": _UNIT_OPEN, "attn_dropout": _UNIT_OPEN,
+            "emb_dropout": _UNIT_OPEN, "n_negatives": _GE1, "label_smoothing": _UNIT_OPEN,
+            "text_dim": _GE0, "n_experts": _GE1, "head_items": _GE0, "tail_dim": _GE0,
+            "pq_subspaces": _GE0, "pq_bits": (1, 8, True, True), "lora_rank": _GE1,
+            "lora_alpha": _POS})
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"model.n_heads={self.n_heads} does not divide "
+                              f"model.d_model={self.d_model} (d_model must be divisible by "
+                              "n_heads: each head gets d_model / n_heads dimensions)")
+        if self.pq_subspaces and self.d_model % self.pq_subspaces:
+            raise ConfigError(f"model.pq_subspaces={self.pq_subspaces} must divide d_model "
+                              f"(model.d_model={self.d_model})")
+        if not self.lora_scopes:
+            raise ConfigError("model.lora_scopes must name 'blocks' and/or 'items'")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, schedule and stopping."""
 
-    optimizer: str = "adamw"  # adamw | adam | sgd
+    optimizer: Optimizer = "adamw"  # adamw | adam | sgd
     lr: float = 1e-3
     weight_decay: float = 0.01
     momentum: float = 0.9  # sgd only
     batch_size: int = 128
     epochs: int = 30
     warmup_steps: int = 100
-    schedule: str = "cosine"  # cosine | constant
+    schedule: Schedule = "cosine"  # cosine | constant
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
-    patience: int = 5  # epochs without validation NDCG@10 improvement before stopping
+    patience: int = 5  # evaluations without improvement of `monitor` before stopping
+    # the validation metric that picks the best epoch and drives early stopping: "ndcg@K",
+    # "hr@K" or "mrr@K" with K in eval.ks (case-insensitive); "auto" = ndcg@10 when 10 is in
+    # eval.ks, else ndcg at the smallest K of eval.ks
+    monitor: str = "auto"
     eval_every: int = 1
     seed: int = 42
     num_threads: int = 0  # 0 = torch default
     max_time_s: float = 0.0  # 0 = no wall-time budget
     bf16: bool = False  # CPU/GPU autocast to bfloat16 for the forward pass (same as amp="bf16")
-    amp: str = "none"  # "none" | "bf16": autocast the forward pass to bfloat16
+    amp: Amp = "none"  # "none" | "bf16": autocast the forward pass to bfloat16
     compile: bool = False  # torch.compile the training forward pass
-    device: str = "cpu"  # "cpu" | "cuda" (one GPU per rank under torchrun) | "auto"
+    device: Device = "cpu"  # "cpu" | "cuda" (one GPU per rank under torchrun) | "auto"
     checkpoint: bool = True  # checkpoint.safetensors (resume state) after every epoch
-    progress: bool = True
-    nonfinite: str = "stop"  # NaN/inf loss or gradient: "stop" (one-line error) | "skip" the step
+    progress: bool = True  # a progress bar per epoch (only when stderr is a terminal)
+    nonfinite: NonFinite = "stop"  # NaN/inf loss or gradient: "stop" (one-line error) | "skip"
+
+    def __post_init__(self) -> None:
+        _validate(self, "train", {
+            "lr": _GE0, "weight_decay": _GE0, "momentum": _UNIT_OPEN, "batch_size": _GE1,
+            "epochs": _GE1, "warmup_steps": _GE0, "min_lr_ratio": _UNIT, "grad_clip": _GE0,
+            "patience": _GE1, "eval_every": _GE1, "num_threads": _GE0, "max_time_s": _GE0})
+        monitor = str(self.monitor).strip().lower()
+        if monitor != "auto" and not re.fullmatch(rf"({'|'.join(METRICS)})@[1-9][0-9]*", monitor):
+            raise ConfigError(f"train.monitor: {self.monitor!r} is not a metric; use "
+                              "ndcg@K, hr@K or mrr@K with K in eval.ks, or auto")
+        object.__setattr__(self, "monitor", monitor)  # normalised: "NDCG@10" -> "ndcg@10"
 
 
 @dataclass(frozen=True)
@@ -129,7 +214,14 @@ class EvalConfig:
 
     ks: tuple[int, ...] = (5, 10, 20)
     batch_size: int = 1024
-    baselines: tuple[str, ...] = ("pop", "itemknn", "als")
+    baselines: tuple[Baseline, ...] = ("pop", "itemknn", "als")
+
+    def __post_init__(self) -> None:
+        _validate(self, "eval", {"batch_size": _GE1})
+        if not self.ks:
+            raise ConfigError("eval.ks must list at least one cut-off K, e.g. [5, 10, 20]")
+        if any(k < 1 for k in self.ks) or len(set(self.ks)) != len(self.ks):
+            raise ConfigError(f"eval.ks must be distinct positive integers, got {list(self.ks)}")
 
 
 @dataclass(frozen=True)
@@ -141,6 +233,92 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        monitor_metric(self)  # the early-stopping metric must be one evaluation computes
+
+
+def monitor_metric(cfg: RunConfig) -> str:
+    """The validation metric key (e.g. ``"ndcg@10"``) that picks the best epoch.
+
+    Raises:
+        ConfigError: ``train.monitor`` names a K that ``eval.ks`` does not compute.
+    """
+    ks = cfg.eval.ks
+    if cfg.train.monitor == "auto":
+        return "ndcg@10" if 10 in ks else f"ndcg@{min(ks)}"
+    metric, k = cfg.train.monitor.split("@")
+    if int(k) not in ks:
+        valid = ", ".join(f"{m}@{x}" for x in ks for m in METRICS)
+        raise ConfigError(f"train.monitor={cfg.train.monitor} is not computed: eval.ks is "
+                          f"{list(ks)}; add {k} to eval.ks or use one of: {valid}, auto")
+    return f"{metric}@{int(k)}"
+
+
+def check_paths(cfg: RunConfig) -> None:
+    """The checks that need the file system, run before any work (by the CLI).
+
+    ``data.data_root``, when set, must be a folder; a ``data.source`` that looks like a path
+    (has a folder separator or a file extension) must exist.
+
+    Raises:
+        ConfigError: naming the setting and the path.
+    """
+    d = cfg.data
+    if d.data_root is not None and not Path(d.data_root).expanduser().is_dir():
+        raise ConfigError(f"data.data_root: no such folder: {d.data_root}")
+    src = Path(d.source).expanduser()
+    looks_like_path = "/" in d.source or "\\" in d.source or src.suffix != ""
+    if looks_like_path and not src.exists():
+        raise ConfigError(f"data.source: no such file or folder: {d.source}")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _choices(tp: Any) -> tuple | None:
+    """The allowed values of a ``Literal`` (or ``Literal | None``) type, else None."""
+    if typing.get_origin(tp) is Literal:
+        return typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if typing.get_origin(arg) is Literal:
+                return typing.get_args(arg)
+    return None
+
+
+def _check_choice(tp: Any, value: Any, path: str) -> None:
+    if typing.get_origin(tp) is tuple:
+        for v in value:
+            _check_choice(typing.get_args(tp)[0], v, path)
+        return
+    choices = _choices(tp)
+    if choices is None or value is None or value in choices:
+        return
+    raise ConfigError(f"{path}: {value!r} is not supported; valid values: "
+                      + ", ".join(str(c) for c in choices))
+
+
+def _validate(obj: Any, section: str, ranges: dict[str, tuple]) -> None:
+    """Choices, finiteness and ranges of one config dataclass (see the module docstring)."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, path = getattr(obj, f.name), f"{section}.{f.name}" if section else f.name
+        _check_choice(hints[f.name], value, path)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path} must be a finite number, got {value}")
+    for name, (low, high, low_in, high_in) in ranges.items():
+        value = getattr(obj, name)
+        ok = ((low is None or value > low or (low_in and value == low))
+              and (high is None or value < high or (high_in and value == high)))
+        if not ok:
+            if high is None:
+                want = f">= {low}" if low_in else f"> {low}"
+            else:
+                want = f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+            raise ConfigError(f"{section}.{name} must be {want}, got {value}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -174,14 +352,20 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         return from_dict(tp, value, path)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Literal:
+        if value not in args or isinstance(value, bool):
+            raise ConfigError(f"{path}: {value!r} is not supported; valid values: "
+                              + ", ".join(str(a) for a in args))
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, path)
     if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
+        if isinstance(value, str):  # "a,b" or "[a, b]" as typed on a command line
+            value = [v.strip().strip("'\"") for v in value.strip().strip("[]").split(",")]
+            value = [v for v in value if v]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {value!r}")
         return tuple(_coerce(args[0], v, path) for v in value)
@@ -200,6 +384,8 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected {tp.__name__}, got {value!r}") from None
         if tp is int and isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        if tp is float and not math.isfinite(number):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         return number
     if tp is str:
         if not isinstance(value, (str, int, float)):

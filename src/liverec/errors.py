@@ -11,8 +11,8 @@ class DataError(LiverecError):
     """Input data is missing, malformed or empty. The message names the file and line or column."""
 
 
-class ConfigError(LiverecError):
-    """A configuration value or override is invalid."""
+class ConfigError(LiverecError, ValueError):
+    """A configuration value or override is invalid (also a ValueError: a bad value)."""
 
 
 class ArtifactError(LiverecError):

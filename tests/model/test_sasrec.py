@@ -54,7 +54,7 @@ def test_losses_finite_and_backprop(tiny_model_config, loss):
 
 
 def test_unknown_model_name(tiny_model_config):
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ValueError, match="model.name: 'nope' is not supported"):
         build_model(dataclasses.replace(tiny_model_config, name="nope"))
 
 

@@ -14,6 +14,7 @@ from liverec.config import DataConfig, RunConfig
 from liverec.data.prepare import Prepared
 from liverec.evaluate.baselines import make_baseline
 from liverec.evaluate.protocol import PROTOCOL, evaluate_model, evaluate_scores
+from liverec.logs import progress_enabled
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def evaluate_baselines(prepared: Prepared, names: tuple[str, ...], stage: str = 
     """Fit each baseline on the stage's histories and score it under the same protocol."""
     _, histories, _ = prepared.eval_cases(stage)
     out = {}
-    for name in tqdm(names, desc="baselines", leave=False):
+    for name in tqdm(names, desc="baselines", leave=False, disable=not progress_enabled()):
         t0 = time.perf_counter()
         try:
             model = make_baseline(name).fit(histories, prepared.vocab.n_items)

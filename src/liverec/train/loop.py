@@ -32,10 +32,11 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from liverec.config import RunConfig, to_dict
+from liverec.config import RunConfig, monitor_metric, to_dict
 from liverec.data.prepare import Prepared
 from liverec.errors import ConfigError, NonFiniteError
 from liverec.evaluate.protocol import evaluate_model
+from liverec.logs import progress_enabled
 from liverec.model.artifact import mark_complete, mark_incomplete, save_artifact
 from liverec.model.health import nonfinite_parameters, score_check
 from liverec.train.batches import TrainBatches
@@ -243,6 +244,7 @@ class _Run:
                                    self.cfg.eval.batch_size)
             row.update(valid_s=time.perf_counter() - t0, valid=valid)
             row["elapsed_s"] = time.perf_counter() - start
+            key = monitor_metric(self.cfg)  # train.monitor (checked against eval.ks)
             check, broken = self._health(valid)
             if broken:
                 row["nonfinite"] = broken
@@ -252,7 +254,7 @@ class _Run:
                     result.epochs.append(row)
                     self.epoch = epoch
                     return _StopNonFinite(f"epoch {epoch}: {broken}")
-            elif valid["ndcg@10"] > result.best_valid.get("ndcg@10", -1.0):
+            elif valid[key] > result.best_valid.get(key, -1.0):
                 self.bad_epochs = 0
                 result.best_epoch, result.best_valid = epoch, valid
                 result.time_to_best_s = row["elapsed_s"]
@@ -261,8 +263,8 @@ class _Run:
             else:
                 self.bad_epochs += 1
             if not broken:
-                log.info("epoch %d loss %.4f valid ndcg@10 %.4f hr@10 %.4f (%.0fs)", epoch,
-                         row["loss"], valid["ndcg@10"], valid["hr@10"], row["elapsed_s"])
+                log.info("epoch %d loss %.4f valid %s %.4f (%.0fs)", epoch, row["loss"], key,
+                         valid[key], row["elapsed_s"])
         row.setdefault("elapsed_s", time.perf_counter() - start)
         result.epochs.append(row)
         self.epoch = epoch
@@ -340,7 +342,7 @@ def _run_epoch(net: torch.nn.Module, stream: RankBatches, opt, sched, tc, epoch:
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                 if tc.bf16 or tc.amp == "bf16" else contextlib.nullcontext())
     bar = tqdm(stream, desc=f"epoch {epoch}", leave=False, unit="batch", dynamic_ncols=True,
-               disable=not (tc.progress and ctx.is_main))
+               disable=not (progress_enabled(tc.progress) and ctx.is_main))
     skipped = steps = 0
     for step, (batch, weight, n_seqs) in enumerate(bar, 1):
         if device.type != "cpu":
