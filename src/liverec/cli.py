@@ -79,7 +79,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             prepared = load_and_prepare(cfg.data)
         say(f"data: {prepared.name}: {prepared.stats['users']:,} users, "
             f"{prepared.stats['items']:,} items, {prepared.stats['interactions']:,} "
-            f"interactions ({time.perf_counter() - t0:.1f}s)")
+            f"interactions ({time.perf_counter() - t0:.1f}s)"
+            + ("; no time column: events in file order" if prepared.stats.get("order") == "file"
+               else ""))
         result = train(cfg, prepared, out, init_state=init_state, resume=args.resume)
     if not ctx.is_main:
         return 0
