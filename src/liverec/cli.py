@@ -211,7 +211,8 @@ def _read_events(source: str):
         raise LiverecError(f"--events {source}: not a store URL (sqlite:///path.db, "
                            "redis://host:port/db) and no such file")
     try:
-        frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+        frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(
+            path, schema_overrides={"user_id": pl.Utf8, "item_id": pl.Utf8})  # ids: exact text
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise LiverecError(f"--events {source}: cannot read it ({exc})") from None
     return events_frame(frame)

@@ -37,9 +37,10 @@ TINY = ["--set", "model.d_model=8", "--set", "model.d_ff=16", "--set", "model.ma
 
 
 def write_csv(path, rows, header=("user", "item", "timestamp")):
-    """Write rows with Python's csv module (quotes fields holding commas, quotes, newlines)."""
+    """Write an RFC 4180 CSV with Python's csv module: CRLF line ends, and fields holding a
+    comma, a quote, CR or LF quoted (a bare CR in an unquoted field is not CSV)."""
     with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
+        writer = csv.writer(fh, lineterminator="\r\n")
         writer.writerow(header)
         writer.writerows(rows)
     return path
@@ -86,7 +87,7 @@ def test_twenty_digit_and_integer_typed_ids(tmp_path):
 def test_float_id_column_is_an_error(tmp_path):
     parquet = tmp_path / "f.parquet"
     pl.DataFrame({"user": ["a"], "item": [1.0], "timestamp": [1]}).write_parquet(parquet)
-    with pytest.raises(DataError, match=r"column 'item': ids must be text or integers, not Float64"):
+    with pytest.raises(DataError, match=r"'item': ids must be text or integers, not Float64"):
         load_table(parquet, DataConfig())
 
 
@@ -294,3 +295,12 @@ def test_whitespace_separated_formats_keep_ids(tmp_path, ids):
     assert load_pairs(pairs, integer_ids=False).interactions["item"].to_list() == ids
     assert np.array_equal(load_dataset(DataConfig(source=str(pairs))).interactions["item"],
                           ids)
+
+
+def test_retrain_event_csv_keeps_id_text(tmp_path):
+    """``liverec retrain --events file.csv`` reads user_id/item_id as text, not numbers."""
+    from liverec.cli import _read_events
+
+    path = write_csv(tmp_path / "events.csv", [("007", "01", 1), ("7", "1", 2)],
+                     ("user_id", "item_id", "ts"))
+    assert _read_events(str(path)).rows() == [("007", "01", 1.0), ("7", "1", 2.0)]

@@ -85,7 +85,7 @@ class ItemVocab:
         return np.array([lookup[i] for i in ids], dtype=np.int64)
 
     def decode(self, idx: np.ndarray) -> list[str]:
-        """External ids of indices ``idx`` (any shape, flattened order), exactly as loaded."""
+        """External ids (n,) of the indices ``idx`` (n,), exactly the strings that were loaded."""
         return list(self.ids[np.asarray(idx)])
 
 

@@ -2,8 +2,8 @@
 
 Interactions: ``user`` (str), ``item`` (str), ``ts`` (int64; seconds, or the position in the
 file when the source has no time), optional ``event`` (str). User and item ids are opaque
-strings, exactly as the source holds them (never stripped, parsed or cast). Rows are sorted by (user, ts) with
-file order kept for ties.
+strings, exactly as the source holds them (never stripped, parsed or cast). Rows are sorted by
+(user, ts) with file order kept for ties.
 Items: ``item`` (str), ``title`` (str), ``text`` (str), ``attributes`` (list[str]).
 """
 
