@@ -252,7 +252,8 @@ def tiny_cfg():
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow, HealthCheck.filter_too_much])
 def test_arbitrary_ids_round_trip(tmp_path_factory, tiny_cfg, items, users):
-    """CSV -> load -> prepare -> cache -> train (1 epoch) -> save -> load -> recommend."""
+    """CSV (and Parquet, TSV) -> load -> prepare -> cache -> train (1 epoch) -> save -> load ->
+    recommend: every id comes back byte for byte."""
     from liverec.train.loop import train
 
     tmp = tmp_path_factory.mktemp("ids")
@@ -265,6 +266,16 @@ def test_arbitrary_ids_round_trip(tmp_path_factory, tiny_cfg, items, users):
     used = sorted({i for seq in want.values() for i in seq})
     assert sorted(p.vocab.ids[1:].tolist()) == used
     assert p.vocab.decode(p.vocab.encode(used)) == used
+    parquet = tmp / "log.parquet"  # the same log as Parquet and as TSV loads the same
+    pl.DataFrame(rows[::-1], schema={"user": pl.Utf8, "item": pl.Utf8, "timestamp": pl.Int64},
+                 orient="row").write_parquet(parquet)
+    tsv = tmp / "log.tsv"
+    with open(tsv, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, delimiter="\t", lineterminator="\r\n").writerows(
+            [("user", "item", "timestamp"), *rows[::-1]])
+    for other in (parquet, tsv):
+        other_cfg = dataclasses.replace(cfg, source=str(other))
+        assert sequences(prepare(load_dataset(other_cfg), other_cfg)) == want
     save_prepared(p, tmp / "cache")
     back = load_prepared(tmp / "cache")
     assert back.vocab.ids.tolist() == p.vocab.ids.tolist() and sequences(back) == want
