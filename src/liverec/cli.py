@@ -88,7 +88,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             prepared = load_and_prepare(cfg.data)
         say(f"data: {prepared.name}: {prepared.stats['users']:,} users, "
             f"{prepared.stats['items']:,} items, {prepared.stats['interactions']:,} "
-            f"interactions ({time.perf_counter() - t0:.1f}s)")
+            f"interactions ({time.perf_counter() - t0:.1f}s)"
+            + ("; no time column: events in file order" if prepared.stats.get("order") == "file"
+               else ""))
         result = train(cfg, prepared, out, init_state=init_state, resume=args.resume)
     if not ctx.is_main:
         return 0
@@ -258,7 +260,8 @@ def _read_events(source: str):
         raise LiverecError(f"--events {source}: not a store URL (sqlite:///path.db, "
                            "redis://host:port/db) and no such file")
     try:
-        frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+        frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(
+            path, schema_overrides={"user_id": pl.Utf8, "item_id": pl.Utf8})  # ids: exact text
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise LiverecError(f"--events {source}: cannot read it ({exc})") from None
     return events_frame(frame)

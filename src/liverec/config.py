@@ -82,7 +82,7 @@ class DataConfig:
     data_root: str | None = None  # None = $LIVEREC_DATA, then ../shared/data
     user_col: str = "user"  # column mapping for generic CSV/Parquet
     item_col: str = "item"
-    time_col: str | None = "timestamp"
+    time_col: str | None = None  # None = auto (timestamp, time, ts, date...); "" = file order
     event_col: str | None = None
     min_user_interactions: int = 0  # k-core filtering (0 = off)
     min_item_interactions: int = 0

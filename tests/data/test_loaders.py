@@ -165,10 +165,13 @@ def test_tsv_iso_and_float_times(tmp_path):
 def test_parquet_and_file_order_without_time(tmp_path):
     path = tmp_path / "r.parquet"
     pl.DataFrame({"user": [2, 1, 2], "item": [7, 8, 9]}).write_parquet(path)
-    ds = load_table(path, DataConfig(time_col=None))
+    ds = load_table(path, DataConfig(time_col=""))  # "" = file order on purpose
     assert ds.interactions.rows() == [("1", "8", 1), ("2", "7", 0), ("2", "9", 2)]
-    absent = load_table(path, DataConfig(time_col="when"))  # mapped but absent: file order
-    assert absent.interactions.rows() == ds.interactions.rows()
+    assert ds.order == "file"
+    auto = load_table(path, DataConfig(time_col=None))  # no time-like column: file order
+    assert auto.interactions.rows() == ds.interactions.rows() and auto.order == "file"
+    with pytest.raises(DataError, match=r"no time column 'when'.*columns present"):
+        load_table(path, DataConfig(time_col="when"))  # named but absent: an error
 
 
 def test_parquet_datetime_column(tmp_path):

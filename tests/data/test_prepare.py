@@ -37,16 +37,16 @@ def test_vocab_and_leave_one_out():
 
 
 def test_time_order_is_used():
-    ds = _ds([("a", "1", 30), ("a", "2", 10), ("a", "3", 20)])
+    ds = _ds([("a", "1", 30), ("a", "2", 10), ("a", "3", 20), ("a", "4", 40)])
     p = prepare(ds, DataConfig())
-    assert p.vocab.decode(p.sequences.of(0)) == ["2", "3", "1"]
+    assert p.vocab.decode(p.sequences.of(0)) == ["2", "3", "1", "4"]
 
 
 def test_short_users_get_no_cases_and_empty_is_error():
-    ds = _ds([("a", "1", 1), ("a", "2", 2), ("a", "3", 3), ("b", "1", 1)])
+    ds = _ds([("a", "1", 1), ("a", "2", 2), ("a", "3", 3), ("a", "4", 4), ("b", "1", 1)])
     p = prepare(ds, DataConfig())
-    assert p.stats["test_cases"] == 1
-    with pytest.raises(DataError, match="at least 3 events"):
+    assert p.stats["test_cases"] == 1 and p.stats["train_pairs"] == 1
+    with pytest.raises(DataError, match="no training pairs and no validation cases and no test"):
         prepare(_ds([("a", "1", 1), ("b", "1", 1)]), DataConfig())
 
 

@@ -97,6 +97,7 @@ def test_unknown_name_lists_registry(tmp_path, monkeypatch):
     [
         ("a.txt", "1 1 2 3\n2 4\n3 5 6\n", "s3rec"),
         ("b.txt", "1 1\n1 2\n2 3\n", "pairs"),
+        ("c.txt", "a b\nc d\n", "pairs"),  # ids are any strings
         ("ratings.dat", "1::2::3::4\n1::3::3::5\n", "movielens"),
         ("u.data", "1\t2\t3\t4\n", "movielens"),
         ("r.csv", "user,item\n", "csv"),
@@ -110,7 +111,8 @@ def test_detect_format(tmp_path, name, text, fmt):
 
 @pytest.mark.parametrize(
     ("text", "pattern"),
-    [("", "file is empty"), ("a b\nc d\n", "cannot detect the format"), ("x\n", "cannot detect")],
+    [("", "file is empty"), ("a b c\nd e f\n", "cannot detect the format"),
+     ("x\n", "cannot detect")],
 )
 def test_detect_format_errors(tmp_path, text, pattern):
     with pytest.raises(DataError, match=rf"odd\.txt: {pattern}"):

@@ -8,6 +8,7 @@ dropped on purpose (blank lines, null ids, exact duplicates) are counted in the 
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import io
 import json
@@ -153,11 +154,11 @@ def items_for(
         source: Where the catalogue came from, for the log.
 
     Returns:
-        Items sorted by id (numeric ids in numeric order); unknown title/text ``""`` and
-        unknown attributes ``[]``.
+        Items sorted by id in shortlex order (byte length, then bytes; ids are not parsed);
+        unknown title/text ``""`` and unknown attributes ``[]``.
     """
     base = empty_items(item_ids)
-    base = base.sort(pl.col("item").str.len_chars(), pl.col("item"))
+    base = base.sort(pl.col("item").str.len_bytes(), pl.col("item"))
     if catalogue is None or catalogue.height == 0:
         return base
     catalogue = catalogue.unique("item", keep="first", maintain_order=True)
@@ -266,7 +267,7 @@ def load_s3rec(
         else:
             catalogue = catalogue.join(titles, on="item", how="full", coalesce=True)
     items = items_for(inter["item"], catalogue, attributes_path or titles_path or path)
-    return Dataset(name or path.stem, sort_interactions(inter), items)
+    return Dataset(name or path.stem, sort_interactions(inter), items, order="sequence")
 
 
 def load_pairs(path: str | Path, name: str | None = None, *, integer_ids: bool = True) -> Dataset:
@@ -296,7 +297,7 @@ def load_pairs(path: str | Path, name: str | None = None, *, integer_ids: bool =
         user=pl.col("tok").list.get(0), item=pl.col("tok").list.get(1)
     ).with_columns(ts=pl.int_range(pl.len(), dtype=pl.Int64).over("user"))
     items = items_for(inter["item"], None, path)
-    return Dataset(name or path.stem, sort_interactions(inter), items)
+    return Dataset(name or path.stem, sort_interactions(inter), items, order="sequence")
 
 
 # --------------------------------------------------------------------------- generic tables
@@ -391,20 +392,91 @@ def _check_nulls(parsed: pl.Series, original: pl.Series, where: str, first_line:
         raise DataError(f"{where}{at}: cannot parse time value {original[i]!r}")
 
 
+# Column names tried, in this order and ignoring case, when data.time_col is not set.
+TIME_ALIASES = (
+    "timestamp", "time", "ts", "datetime", "date", "event_time", "event_timestamp",
+    "time_stamp", "created_at", "unix_time", "unixtime", "epoch",
+)
+
+
+def resolve_time_col(columns: list[str], cfg: DataConfig, path: str | Path) -> str | None:
+    """The time column of a table with ``columns``, or None for file order.
+
+    ``data.time_col`` unset (None): the first column named like one of :data:`TIME_ALIASES`
+    (case-insensitive; said at INFO unless it is ``timestamp``), else file order with a
+    WARNING. ``data.time_col=""``: file order on purpose. Any other name must exist.
+
+    Raises:
+        DataError: An explicitly named time column that the file lacks, listing its columns.
+    """
+    taken = {cfg.user_col, cfg.item_col, cfg.event_col}
+    if cfg.time_col == "":
+        logger.info("%s: data.time_col is empty: events are ordered by file position", path)
+        return None
+    if cfg.time_col is not None:
+        if cfg.time_col in columns:
+            return cfg.time_col
+        close = [c for c in columns if c.lower() == cfg.time_col.lower()]
+        close = close or difflib.get_close_matches(cfg.time_col, columns, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DataError(
+            f"{path}: no time column {cfg.time_col!r} (data.time_col); columns present: "
+            f"{columns}{hint} (data.time_col=\"\" orders events by file position)"
+        )
+    by_lower = {}
+    for c in columns:
+        if c not in taken:
+            by_lower.setdefault(c.lower(), c)
+    for alias in TIME_ALIASES:
+        if alias in by_lower:
+            col = by_lower[alias]
+            if col != TIME_ALIASES[0]:
+                logger.info("%s: no column 'timestamp'; using %r as the time column "
+                            "(set data.time_col to choose another)", path, col)
+            return col
+    logger.warning(
+        "%s: no time column (looked for %s; columns: %s): events are ordered by file "
+        "position; set data.time_col to name one", path, ", ".join(TIME_ALIASES), columns)
+    return None
+
+
+def id_column(values: pl.Series, where: str) -> pl.Series:
+    """An id column as Utf8 without changing any id: text stays as it is, integers become
+    their decimal string, categoricals their labels.
+
+    Raises:
+        DataError: Any other type (floats, dates, ...), which has no exact text form.
+    """
+    dtype = values.dtype
+    if dtype == pl.Utf8:
+        return values
+    if dtype.is_integer() or dtype == pl.Categorical or isinstance(dtype, pl.Enum):
+        return values.cast(pl.Utf8)
+    raise DataError(
+        f"{where}: ids must be text or integers, not {dtype} (a {dtype} id has no exact text "
+        "form); store the column as text"
+    )
+
+
 def load_table(path: str | Path, cfg: DataConfig, fmt: str | None = None) -> Dataset:
     """Load a generic CSV/TSV/Parquet interaction table using the config's column mapping.
 
+    CSV/TSV columns are read as text, so ids keep leading zeros, long digit strings etc.;
+    Parquet integer id columns become their decimal strings.
+
     Args:
         path: The table.
-        cfg: Supplies ``user_col``, ``item_col``, ``time_col`` (optional: None or absent means
-            file order) and ``event_col`` (optional).
+        cfg: Supplies ``user_col``, ``item_col``, ``time_col`` (see :func:`resolve_time_col`)
+            and ``event_col`` (optional).
         fmt: ``csv``, ``tsv`` or ``parquet``; default ``cfg.format`` or the file extension.
 
     Returns:
-        The dataset with an id-only items table.
+        The dataset with an id-only items table; ``order`` is ``"file"`` when no time column
+        was used.
 
     Raises:
-        DataError: Unreadable file, a missing mapped column, unparsable times.
+        DataError: Unreadable file, a missing mapped column (time included when named),
+            ids that are neither text nor integers, unparsable times.
     """
     path = Path(path)
     fmt = _table_format(path, fmt or cfg.format)
@@ -414,23 +486,25 @@ def load_table(path: str | Path, cfg: DataConfig, fmt: str | None = None) -> Dat
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; columns present: {df.columns}")
+    time_col = resolve_time_col(df.columns, cfg, path)
     if df.height == 0:
         raise DataError(f"{path}: no rows")
-    if cfg.time_col and cfg.time_col in df.columns:
-        ts = parse_time(df[cfg.time_col], f"{path}, column {cfg.time_col!r}", first_line)
+    if time_col is not None:
+        ts = parse_time(df[time_col], f"{path}, column {time_col!r}", first_line)
     else:
-        if cfg.time_col:
-            logger.info("%s: no time column %r; using file order", path, cfg.time_col)
         ts = pl.int_range(df.height, dtype=pl.Int64, eager=True)
-    cols = {"user": df[cfg.user_col], "item": df[cfg.item_col], "ts": ts}
+    cols = {
+        "user": id_column(df[cfg.user_col], f"{path}, column {cfg.user_col!r}"),
+        "item": id_column(df[cfg.item_col], f"{path}, column {cfg.item_col!r}"),
+        "ts": ts,
+    }
     if cfg.event_col:
-        cols["event"] = df[cfg.event_col]
-    inter = pl.DataFrame(cols).with_columns(
-        pl.col(c).cast(pl.Utf8) for c in cols if c != "ts"
-    )
+        cols["event"] = df[cfg.event_col].cast(pl.Utf8)
+    inter = pl.DataFrame(cols)
     inter = _drop_unusable(inter, path)
     name = path.stem
-    return Dataset(name, sort_interactions(inter), items_for(inter["item"], None, path))
+    order = "time" if time_col is not None else "file"
+    return Dataset(name, sort_interactions(inter), items_for(inter["item"], None, path), order)
 
 
 def _drop_unusable(inter: pl.DataFrame, path: Path) -> pl.DataFrame:

@@ -202,7 +202,7 @@ def load_movielens(path: str | Path, name: str | None = None) -> Dataset:
         ds = loader(path.parent, ratings=path)
     else:
         raise DataError(f"file not found: {path}")
-    return Dataset(name, ds.interactions, ds.items) if name else ds
+    return Dataset(name, ds.interactions, ds.items, ds.order) if name else ds
 
 
 # --------------------------------------------------------------------------- download

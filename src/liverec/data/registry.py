@@ -46,9 +46,10 @@ def default_data_root(cfg_root: str | None, *, must_exist: bool = False) -> Path
     return root
 
 
-def s3rec_with_sidecars(path: str | Path, name: str | None = None) -> Dataset:
+def s3rec_with_sidecars(path: str | Path, name: str | None = None, *,
+                        integer_ids: bool = True) -> Dataset:
     """Load an S3-Rec file ``X.txt`` with ``X_item2attributes.json``/``X_item_titles.tsv``
-    from the same folder when they exist."""
+    from the same folder when they exist (``integer_ids``: see :func:`load_s3rec`)."""
     path = Path(path)
     attrs = path.with_name(f"{path.stem}_item2attributes.json")
     titles = path.with_name(f"{path.stem}_item_titles.tsv")
@@ -57,6 +58,7 @@ def s3rec_with_sidecars(path: str | Path, name: str | None = None) -> Dataset:
         attrs if attrs.is_file() else None,
         titles if titles.is_file() else None,
         name=name,
+        integer_ids=integer_ids,
     )
 
 
@@ -85,8 +87,9 @@ REGISTRY: dict[str, Callable[[DataConfig], Dataset]] = {
 }
 
 FORMATS: dict[str, Callable[[Path, DataConfig], Dataset]] = {
-    "s3rec": lambda path, cfg: s3rec_with_sidecars(path),
-    "pairs": lambda path, cfg: load_pairs(path),
+    # a user's own files may use any id strings (the benchmark files above must be integers)
+    "s3rec": lambda path, cfg: s3rec_with_sidecars(path, integer_ids=False),
+    "pairs": lambda path, cfg: load_pairs(path, integer_ids=False),
     "csv": lambda path, cfg: load_table(path, cfg, "csv"),
     "tsv": lambda path, cfg: load_table(path, cfg, "tsv"),
     "parquet": lambda path, cfg: load_table(path, cfg, "parquet"),
@@ -110,8 +113,8 @@ def detect_format(path: str | Path) -> str:
     """Guess a file's format from its extension, else from its first lines.
 
     ``.parquet``/``.csv``/``.tsv`` by extension; text: ``::`` -> ``movielens`` (1M ratings),
-    4 TAB-separated columns -> ``movielens`` (100K ``u.data``), exactly two integer tokens per
-    line -> ``pairs``, two or more tokens with a varying count -> ``s3rec``.
+    4 TAB-separated columns -> ``movielens`` (100K ``u.data``), exactly two tokens per line ->
+    ``pairs`` (any id strings), two or more tokens with a varying count -> ``s3rec``.
 
     Raises:
         DataError: When the file is missing, empty or the format cannot be told.
@@ -130,8 +133,7 @@ def detect_format(path: str | Path) -> str:
     if all(line.count("\t") == 3 for line in lines):
         return "movielens"
     counts = {len(line.split()) for line in lines}
-    all_int = all(tok.isdigit() for line in lines for tok in line.split())
-    if counts == {2} and all_int:
+    if counts == {2}:  # also right for S3-Rec lines with one item each: both mean (user, item)
         return "pairs"
     if min(counts) >= 2 and len(counts) > 1:
         return "s3rec"

@@ -1,8 +1,9 @@
 """The two tables every loader returns, whatever the source format.
 
 Interactions: ``user`` (str), ``item`` (str), ``ts`` (int64; seconds, or the position in the
-file when the source has no time), optional ``event`` (str). Rows are sorted by (user, ts) with
-file order kept for ties.
+file when the source has no time), optional ``event`` (str). User and item ids are opaque
+strings, exactly as the source holds them (never stripped, parsed or cast). Rows are sorted by
+(user, ts) with file order kept for ties.
 Items: ``item`` (str), ``title`` (str), ``text`` (str), ``attributes`` (list[str]).
 """
 
@@ -20,11 +21,17 @@ ITEM_SCHEMA = {"item": pl.Utf8, "title": pl.Utf8, "text": pl.Utf8, "attributes":
 
 @dataclass(frozen=True)
 class Dataset:
-    """Interactions plus the item catalogue, as loaded from one source."""
+    """Interactions plus the item catalogue, as loaded from one source.
+
+    ``order`` says where the event order comes from: ``"time"`` (a time column),
+    ``"sequence"`` (the format lists each user's events in order, e.g. S3-Rec files) or
+    ``"file"`` (no time column was found, so the file position is used: a fallback).
+    """
 
     name: str
     interactions: pl.DataFrame
     items: pl.DataFrame
+    order: str = "time"
 
     def __post_init__(self) -> None:
         for col, dtype in INTERACTION_SCHEMA.items():

@@ -151,6 +151,9 @@ def load_model(run_dir: Path, check: bool = True
     meta = read_meta(run_dir)
     mcfg = from_dict(ModelConfig, meta["model"], where="config.json model")
     items = pl.read_parquet(run_dir / "items.parquet")
+    if items.schema.get("item") != pl.Utf8:  # ids are stored as the exact strings
+        raise ArtifactError(f"{run_dir}: items.parquet column 'item' is "
+                            f"{items.schema.get('item')}, expected text ids")
     if items.height != mcfg.n_items:
         raise ArtifactError(
             f"{run_dir}: items.parquet has {items.height} items but the model has {mcfg.n_items}"

@@ -52,10 +52,17 @@ class Recommender:
         return self.model.cfg.max_len
 
     def encode(self, history: Sequence[str], unknown: str = "error") -> np.ndarray:
-        """External ids -> indices. unknown="error" raises UnknownItemError, "ignore" drops."""
-        idx = [self._lookup.get(str(i), 0) for i in history]
+        """External ids -> indices (n,) int64, matched byte for byte (ids are opaque strings:
+        ``"01"`` is not ``"1"``, and a non-``str`` id such as the int ``1`` is never known).
+
+        unknown="error" raises UnknownItemError naming the unknown ids, "ignore" drops them.
+        """
+        if isinstance(history, str):
+            raise TypeError("history must be a sequence of item id strings, not one string")
+        idx = [self._lookup.get(i, 0) if isinstance(i, str) else 0 for i in history]
         if unknown == "error" and 0 in idx:
-            raise UnknownItemError([str(h) for h, i in zip(history, idx) if i == 0])
+            raise UnknownItemError([h if isinstance(h, str) else repr(h)
+                                    for h, i in zip(history, idx) if i == 0])
         return np.array([i for i in idx if i], dtype=np.int64)
 
     @torch.no_grad()
