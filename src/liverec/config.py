@@ -97,9 +97,11 @@ class DataConfig:
         for name in ("source", "user_col", "item_col"):
             if not str(getattr(self, name)).strip():
                 raise ConfigError(f"data.{name} must not be empty")
-        for name in ("time_col", "event_col"):
-            if getattr(self, name) is not None and not str(getattr(self, name)).strip():
-                raise ConfigError(f"data.{name} must be a column name or null, not empty")
+        # time_col: None = detect a usual name, "" = file order on purpose (data/loaders.py)
+        if self.time_col is not None and self.time_col != "" and not self.time_col.strip():
+            raise ConfigError("data.time_col must be a column name, \"\" (file order) or null")
+        if self.event_col is not None and not str(self.event_col).strip():
+            raise ConfigError("data.event_col must be a column name or null, not empty")
 
 
 @dataclass(frozen=True)
