@@ -124,7 +124,11 @@ def count_ahead(scores: torch.Tensor, target_scores: torch.Tensor) -> torch.Tens
         (B,) float64 counts, ``MISS`` (inf) where the target score is non-finite.
     """
     t = target_scores.reshape(-1, 1).to(scores.dtype)  # (B, 1)
-    ahead = ((scores >= t) & torch.isfinite(scores)).sum(1).double()  # (B,)
+    ahead = (scores >= t).sum(1, dtype=torch.int32)  # (B,)
+    if torch.isposinf(scores.max()) or torch.isnan(scores.max()):
+        # for a finite t, NaN and -inf are never >= t; only +inf must be taken out again
+        ahead -= torch.isposinf(scores).sum(1, dtype=torch.int32)
+    ahead = ahead.double()
     return torch.where(torch.isfinite(t[:, 0]), ahead, torch.full_like(ahead, MISS))
 
 
@@ -143,6 +147,31 @@ def target_ranks(masked: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return count_ahead(masked, t) - 1.0  # the target itself is counted once (t >= t)
 
 
+def _finite_or_neginf(scores: torch.Tensor) -> torch.Tensor:
+    """``scores`` with NaN and +inf set to -inf (a copy only when there are any)."""
+    if torch.isfinite(scores.max()):  # max is NaN/+inf when any entry is; one cheap pass
+        return scores
+    inf = float("-inf")
+    return scores.nan_to_num(nan=inf, posinf=inf, neginf=inf)
+
+
+def _within_row(rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For row-major nonzero rows: (position of each entry within its row, count per row)."""
+    counts = torch.bincount(rows, minlength=n_rows)  # (R,)
+    return torch.arange(len(rows)) - (counts.cumsum(0) - counts)[rows], counts
+
+
+def _cut_ties(clean: torch.Tensor, thr: torch.Tensor, k: int) -> torch.Tensor:
+    """Selection mask of exactly the k best finite items, ties at ``thr`` by lower index."""
+    sel = clean > thr  # (R, M)
+    _, above = _within_row(sel.nonzero(as_tuple=True)[0], len(sel))
+    tr, tc = (clean == thr).nonzero(as_tuple=True)  # row-major: lower index first
+    pos, _ = _within_row(tr, len(sel))
+    keep = pos < (k - above)[tr]
+    sel[tr[keep], tc[keep]] = True
+    return sel
+
+
 def top_items(masked: torch.Tensor, k: int) -> torch.Tensor:
     """Top-k recommendable items per row, best first, ties broken by lower item index.
 
@@ -154,12 +183,26 @@ def top_items(masked: torch.Tensor, k: int) -> torch.Tensor:
         (B, k) int64 item indices; 0 fills the slots beyond the row's recommendable
         (finite-score) items.
     """
-    clean = torch.where(torch.isfinite(masked), masked, torch.full_like(masked, float("-inf")))
-    vals, idx = torch.sort(clean, dim=1, descending=True, stable=True)  # (B, N + 1)
-    idx = torch.where(torch.isfinite(vals), idx, torch.zeros_like(idx))[:, :k]
-    if idx.shape[1] < k:
-        idx = torch.cat([idx, idx.new_zeros(idx.shape[0], k - idx.shape[1])], 1)
-    return idx
+    n_rows, width = masked.shape
+    kk = min(k, width)
+    clean = _finite_or_neginf(masked)  # (B, N + 1)
+    thr = clean.topk(kk, dim=1).values[:, -1:]  # (B, 1) the k-th best score
+    thr = thr.clamp(min=torch.finfo(clean.dtype).min)  # -inf (too few finite): every finite
+    sel = clean >= thr  # (B, N + 1)
+    rows = sel.nonzero(as_tuple=True)[0]
+    over = torch.bincount(rows, minlength=n_rows) > kk  # (B,) ties at thr to cut
+    if over.any():
+        sel[over] = _cut_ties(clean[over], thr[over], kk)
+    rows, cols = sel.nonzero(as_tuple=True)  # row-major, so index order within a row
+    pos, counts = _within_row(rows, n_rows)  # counts (B,) <= kk
+    out = torch.zeros(n_rows, kk, dtype=torch.long)
+    out[rows, pos] = cols
+    filled = torch.arange(kk)[None, :] < counts[:, None]  # (B, kk)
+    vals = torch.where(filled, clean.gather(1, out), torch.full_like(thr, float("-inf")))
+    out = out.gather(1, torch.sort(vals, dim=1, descending=True, stable=True).indices)
+    if kk < k:
+        out = torch.cat([out, out.new_zeros(n_rows, k - kk)], 1)
+    return out
 
 
 def rank_targets(
