@@ -275,12 +275,13 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def _print_metrics(metrics: dict, ks: tuple[int, ...]) -> None:
-    from liverec.evaluate.report import metrics_table
+    from liverec.evaluate.report import metrics_table, repeat_line
 
     rows = {f"{metrics['model']['name']} (liverec)": metrics["model"]["test"]}
     rows.update(metrics.get("baselines", {}))
-    print("\nTest metrics (full ranking, seen items masked):\n")
+    print("\nTest metrics (full ranking, seen items masked, ties pessimistic):\n")
     print(metrics_table(rows, ks))
+    print(repeat_line(metrics["model"]["test"]))
 
 
 def _add_train(sub) -> None:
