@@ -5,8 +5,8 @@ The rules (also written into every metrics.json as ``PROTOCOL`` and into report.
 - Candidates of a case are the catalogue items not in the user's history (padding excluded).
 - rank (0-based) of the target = the number of candidates other than the target whose score is
   finite and >= the target's score. Ties are pessimistic: the target is placed after every
-  candidate with an equal score (RecBole's and LensKit's documented alternatives are a random
-  or an averaged tie-break; pessimistic is the one no scorer can game).
+  candidate with an equal score (a random or averaged tie-break would give a constant scorer
+  about chance level; pessimistic gives it 0 below the candidate count).
 - Non-finite scores (NaN, +inf, -inf) rank last: such an item never outranks a finite target and
   is never in a top-K list; a target whose own score is non-finite is a miss at every K.
 - A target that is already in the history is masked like every other history item, so it cannot
@@ -125,7 +125,8 @@ def count_ahead(scores: torch.Tensor, target_scores: torch.Tensor) -> torch.Tens
     """
     t = target_scores.reshape(-1, 1).to(scores.dtype)  # (B, 1)
     ahead = (scores >= t).sum(1, dtype=torch.int32)  # (B,)
-    if torch.isposinf(scores.max()) or torch.isnan(scores.max()):
+    top = scores.max()  # NaN when any entry is NaN
+    if torch.isposinf(top) or torch.isnan(top):
         # for a finite t, NaN and -inf are never >= t; only +inf must be taken out again
         ahead -= torch.isposinf(scores).sum(1, dtype=torch.int32)
     ahead = ahead.double()
