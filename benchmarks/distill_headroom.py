@@ -30,6 +30,7 @@ import torch
 import liverec
 from liverec.compress.distill import copy_matching, init_pq_from_teacher, student_config
 from liverec.compress.variants import prepare_for
+from liverec.evaluate import metrics
 from liverec.evaluate.protocol import evaluate_model, model_score_fn, rank_targets
 from liverec.model.items import PQItemEmbedder
 
@@ -40,8 +41,8 @@ def ndcg_per_case(model, prepared, stage: str, k: int = 20) -> tuple[np.ndarray,
     """(NDCG@k of every case, its target index): the evaluation protocol's ranks, per case."""
     _, hist, targets = prepared.eval_cases(stage)
     with torch.no_grad():
-        ranks, _ = rank_targets(model_score_fn(model, model.cfg.max_len), hist, targets, 512, k)
-    return np.where(ranks < k, 1 / np.log2(ranks + 2), 0.0), np.asarray(targets)
+        ranked = rank_targets(model_score_fn(model, model.cfg.max_len), hist, targets, 512, k)
+    return metrics.ndcg_per_case(ranked.ranks, k), np.asarray(targets)
 
 
 def attribute_matrix(run_dir: Path, n: int) -> torch.Tensor | None:

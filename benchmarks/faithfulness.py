@@ -34,7 +34,7 @@ import torch
 
 import liverec
 from liverec.compress.variants import prepare_for
-from liverec.evaluate.protocol import pad_left
+from liverec.evaluate.protocol import count_ahead, pad_left
 from liverec.explain import Explainer
 from liverec.explain.attribution import (
     attention_weights,
@@ -66,14 +66,16 @@ def method_scores(ex: Explainer, hist: np.ndarray, item: int, row: torch.Tensor,
 
 
 @torch.no_grad()
-def rank_after(ex: Explainer, seqs: list[np.ndarray], item: int, seen: np.ndarray) -> list[int]:
-    """Rank (1 = best) of ``item`` among all unseen items after each sequence. -> len(seqs)."""
+def rank_after(ex: Explainer, seqs: list[np.ndarray], item: int, seen: np.ndarray) -> list[float]:
+    """Rank (1 = best, ties pessimistic, inf for a non-finite score) of ``item`` among all
+    unseen items after each sequence. -> len(seqs)."""
     u = ex.model.encode_users(torch.from_numpy(pad_left(seqs, ex.max_len))).float()  # (B, D)
     s = u @ torch.from_numpy(np.ascontiguousarray(ex.items.table, dtype=np.float32)).T  # (B, N)
     own = s[:, item : item + 1].clone()  # (B, 1)
     s[:, 0] = float("-inf")
     s[:, torch.from_numpy(seen)] = float("-inf")
-    return (s > own).sum(1).add(1).tolist()
+    s[:, item] = float("-inf")  # rank the item among the others, by the protocol's rule
+    return count_ahead(s, own).add(1).tolist()
 
 
 def faithfulness(ex: Explainer, cases: list[tuple[np.ndarray, int]], seed: int) -> dict:

@@ -25,7 +25,7 @@ import torch
 import liverec
 from liverec.config import load_config
 from liverec.data.pipeline import load_and_prepare
-from liverec.evaluate.metrics import all_metrics
+from liverec.evaluate.metrics import MISS, all_metrics
 from liverec.evaluate.report import evaluate_run
 from liverec.train.loop import train
 
@@ -51,7 +51,7 @@ def api_check(run_dir: Path, prepared) -> dict:
         recs = m.recommend_batch(hist_ext[start : start + 1024], k=20)
         for rec, t in zip(recs, tgt_ext[start : start + 1024]):
             top = [i for i, _ in rec]
-            ranks.append(top.index(t) if t in top else 10**9)
+            ranks.append(top.index(t) if t in top else MISS)
     return all_metrics(np.array(ranks), (20,))
 
 

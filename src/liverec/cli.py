@@ -327,13 +327,15 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def _print_metrics(metrics: dict, ks: tuple[int, ...],
-                   title: str = "Test metrics (full ranking, seen items masked)") -> None:
-    from liverec.evaluate.report import metrics_table
+                   title: str = "Test metrics (full ranking, seen items masked, ties pessimistic)"
+                   ) -> None:
+    from liverec.evaluate.report import metrics_table, repeat_line
 
     rows = {f"{metrics['model']['name']} (liverec)": metrics["model"]["test"]}
     rows.update(metrics.get("baselines", {}))
     print(f"\n{title}:\n")
     print(metrics_table(rows, ks))
+    print(repeat_line(metrics["model"]["test"]))
 
 
 def _add_train(sub) -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from liverec.evaluate.metrics import all_metrics, coverage, hit_rate, mrr, ndcg
+from liverec.evaluate.metrics import MISS, all_metrics, coverage, hit_rate, mrr, ndcg, ndcg_per_case
 from liverec.evaluate.protocol import mask_seen, pad_left, rank_targets
 
 
@@ -31,11 +31,24 @@ def test_rank_targets_masks_history_and_padding():
 
     histories = [np.array([6, 5]), np.array([1])]
     targets = np.array([4, 6])
-    ranks, tops = rank_targets(score, histories, targets, batch_size=1, top_k=3)
+    ranked = rank_targets(score, histories, targets, batch_size=1, top_k=3)
     # user 0: 6 and 5 are masked, so target 4 is first; user 1: 6 is first
-    assert ranks.tolist() == [0, 0]
-    assert tops[0].tolist() == [4, 3, 2]
-    assert 0 not in tops[1]
+    assert ranked.ranks.tolist() == [0, 0]
+    assert ranked.tops[0].tolist() == [4, 3, 2]
+    assert ranked.tops[1].tolist() == [6, 5, 4]
+    assert not ranked.repeats.any() and not ranked.non_finite.any()
+
+
+def test_misses_score_zero_and_never_nan():
+    ranks = np.array([0.0, MISS, 3.0, MISS])
+    for k in (1, 4, 10**6):
+        m = all_metrics(ranks, (k,))
+        assert m[f"hr@{k}"] == pytest.approx((1 + (k > 3)) / 4)
+        assert m[f"ndcg@{k}"] == pytest.approx((1 + (k > 3) / math.log2(5)) / 4)
+        assert m[f"mrr@{k}"] == pytest.approx((1 + (k > 3) / 4) / 4)
+    assert ndcg_per_case(ranks, 10).tolist() == pytest.approx([1, 0, 1 / math.log2(5), 0])
+    assert all_metrics(np.zeros(0), (5,)) == {"hr@5": 0.0, "ndcg@5": 0.0, "mrr@5": 0.0}
+    assert coverage(np.zeros((0, 3), dtype=np.int64), 0) == 0.0
 
 
 def test_mask_and_pad():

@@ -21,7 +21,7 @@ import torch
 
 from liverec.data.prepare import Prepared
 from liverec.errors import ArtifactError
-from liverec.evaluate.protocol import evaluate_model, mask_seen, pad_left
+from liverec.evaluate.protocol import evaluate_model, mask_seen, pad_left, top_items
 from liverec.model.artifact import load_model
 from liverec.model.health import score_check
 
@@ -109,7 +109,7 @@ def throughput(models: dict, histories: list[np.ndarray], batch: int,
 def top10(model, histories: list[np.ndarray]) -> np.ndarray:
     with torch.no_grad():
         s = model.score(torch.from_numpy(pad_left(histories, model.cfg.max_len))).float()
-    return mask_seen(s, histories).topk(10, dim=1).indices.numpy()  # (B, 10)
+    return top_items(mask_seen(s, histories), 10).numpy()  # (B, 10), the protocol's order
 
 
 def overlap(a: np.ndarray, b: np.ndarray) -> float:

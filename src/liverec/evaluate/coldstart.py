@@ -26,7 +26,8 @@ PROTOCOL = {
     "cold_items": "a random share of items held out of training entirely (interactions removed "
                   "from training sequences, validation cases with a cold target dropped)",
     "after_training": "cold items appended to the catalogue from their text, no retraining",
-    "ranking": "full ranking over all items (warm + cold), history items masked",
+    "ranking": "full ranking over all items (warm + cold), history items masked; ranks, ties, "
+               "non-finite scores and repeat targets as in liverec.evaluate.protocol.PROTOCOL",
     "groups": "test cases grouped by whether the target item is cold or warm",
 }
 
@@ -108,12 +109,13 @@ def evaluate_coldstart(model: torch.nn.Module, split: ColdStartSplit,
     _, histories, targets = split.full.eval_cases("test")
     model.eval()
     fn = model_score_fn(model, model.cfg.max_len)
-    ranks, _ = rank_targets(fn, histories, targets, batch_size, max(ks))
+    ranked = rank_targets(fn, histories, targets, batch_size, max(ks))
     cold = targets > split.n_warm
     out: dict = {"protocol": PROTOCOL, "n_cold_items": split.full.vocab.n_items - split.n_warm,
                  "n_warm_items": split.n_warm}
     for name, sel in (("all", np.ones_like(cold)), ("cold", cold), ("warm", ~cold)):
-        out[name] = {**all_metrics(ranks[sel], ks), "cases": int(sel.sum())} if sel.any() else {}
+        out[name] = ({**all_metrics(ranked.ranks[sel], ks), "cases": int(sel.sum()),
+                      "repeat_targets": int(ranked.repeats[sel].sum())} if sel.any() else {})
     k = max(ks)
     warm_hr = out["warm"].get(f"hr@{k}", 0.0)
     out[f"cold_warm_hr@{k}_ratio"] = out["cold"].get(f"hr@{k}", 0.0) / warm_hr if warm_hr else 0.0

@@ -1,26 +1,79 @@
 """Full-ranking leave-one-out evaluation: every item is a candidate, seen items are masked.
 
-Legend: B batch of users, T history length, N items (+1 padding column 0).
+The rules (also written into every metrics.json as ``PROTOCOL`` and into report.md):
+
+- Candidates of a case are the catalogue items not in the user's history (padding excluded).
+- rank (0-based) of the target = the number of candidates other than the target whose score is
+  finite and >= the target's score. Ties are pessimistic: the target is placed after every
+  candidate with an equal score (a random or averaged tie-break would give a constant scorer
+  about chance level; pessimistic gives it 0 below the candidate count).
+- Non-finite scores (NaN, +inf, -inf) rank last: such an item never outranks a finite target and
+  is never in a top-K list; a target whose own score is non-finite is a miss at every K.
+- A target that is already in the history is masked like every other history item, so it cannot
+  be recommended: it is a miss at every K (its rank is ``MISS``), and the number and share of
+  such repeat targets are reported.
+- K larger than the number of candidates is allowed: the target is then a hit whenever it is
+  finite and unmasked; top-K lists hold only the recommendable items (finite, unmasked), so they
+  can be shorter than K, and coverage@K is always a number in [0, 1].
+
+``reference.py`` evaluates the same rules with plain Python loops; tests compare the two.
+
+Legend: B batch of users, C cases, T history length, N items (+1 padding column 0).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from liverec.data.prepare import Prepared
-from liverec.evaluate.metrics import all_metrics, coverage
+from liverec.evaluate.metrics import MISS, all_metrics, coverage
+
+log = logging.getLogger(__name__)
 
 PROTOCOL = {
     "split": "leave-one-out per user in time order (last = test, second last = validation)",
     "ranking": "full ranking over every catalogue item, no sampled negatives",
-    "masking": "items already in the user's history are masked (never ranked)",
-    "rank": "number of unmasked items scored strictly above the target",
+    "masking": "items already in the user's history are masked (never ranked, never recommended)",
+    "rank": "0-based rank = number of unmasked items other than the target with a finite score "
+            ">= the target's score",
+    "ties": "pessimistic: the target is ranked after every item with an equal score "
+            "(a constant scorer gets HR@K = NDCG@K = MRR@K = 0 for every K below the number "
+            "of candidates)",
+    "non_finite": "NaN and +-inf scores rank last: such items never outrank the target and are "
+                  "never in a top-K list; a target with a non-finite score is a miss at every K",
+    "repeat_targets": "a target already in the history is masked, so it is a miss at every K; "
+                      "their count and share are reported (repeat_targets, repeat_share)",
+    "k_above_catalogue": "K may exceed the number of candidates: a finite unmasked target is "
+                         "then always a hit, and top-K lists hold every recommendable item",
+    "coverage": "coverage@K = share of catalogue items in at least one user's top-K list of "
+                "recommendable (unmasked, finite-score) items, ties broken by lower item index; "
+                "always in [0, 1]",
 }
 
 ScoreFn = Callable[[list[np.ndarray]], torch.Tensor]  # histories -> (B, N + 1) scores
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """The protocol's outcome for C cases.
+
+    Attributes:
+        ranks: (C,) float64 0-based ranks; ``MISS`` (inf) for masked or non-finite targets.
+        tops: (C, k) item indices of each case's top-k list, best first; 0 fills the slots
+            beyond the number of recommendable items.
+        repeats: (C,) bool, the target is in the case's history (masked, so a miss).
+        non_finite: (C,) bool, the target's own score is non-finite (and it is not a repeat).
+    """
+
+    ranks: np.ndarray
+    tops: np.ndarray
+    repeats: np.ndarray
+    non_finite: np.ndarray
 
 
 def pad_left(seqs: Sequence[np.ndarray], length: int) -> np.ndarray:
@@ -33,13 +86,124 @@ def pad_left(seqs: Sequence[np.ndarray], length: int) -> np.ndarray:
     return out
 
 
+def _history_cells(histories: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of every history item. -> two (E,) int64 arrays."""
+    rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+    cols = np.concatenate(histories) if len(histories) else np.zeros(0, dtype=np.int64)
+    return rows, cols.astype(np.int64)
+
+
 def mask_seen(scores: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.Tensor:
     """Set padding and every history item to -inf, in place. scores: (B, N + 1)."""
     scores[:, 0] = float("-inf")
-    rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
-    cols = np.concatenate(histories) if len(histories) else np.zeros(0, dtype=np.int64)
-    scores[torch.from_numpy(rows), torch.from_numpy(cols.astype(np.int64))] = float("-inf")
+    rows, cols = _history_cells(histories)
+    scores[torch.from_numpy(rows), torch.from_numpy(cols)] = float("-inf")
     return scores
+
+
+def repeat_targets(histories: Sequence[np.ndarray], targets: np.ndarray) -> np.ndarray:
+    """Whether each target is already in its history. -> (B,) bool."""
+    rows, cols = _history_cells(histories)
+    out = np.zeros(len(targets), dtype=bool)
+    out[rows[cols == np.asarray(targets, dtype=np.int64)[rows]]] = True
+    return out
+
+
+def count_ahead(scores: torch.Tensor, target_scores: torch.Tensor) -> torch.Tensor:
+    """The protocol's rank rule: how many entries of each row rank ahead of a target score.
+
+    An entry ranks ahead when its score is finite and >= the target score (ties pessimistic,
+    non-finite entries last); a non-finite target score gives ``MISS``. Exclude the target's own
+    column (mask it to -inf) or subtract 1 for it.
+
+    Args:
+        scores: (B, M) scores.
+        target_scores: (B,) or (B, 1) scores to rank.
+
+    Returns:
+        (B,) float64 counts, ``MISS`` (inf) where the target score is non-finite.
+    """
+    t = target_scores.reshape(-1, 1).to(scores.dtype)  # (B, 1)
+    ahead = (scores >= t).sum(1, dtype=torch.int32)  # (B,)
+    top = scores.max()  # NaN when any entry is NaN
+    if torch.isposinf(top) or torch.isnan(top):
+        # for a finite t, NaN and -inf are never >= t; only +inf must be taken out again
+        ahead -= torch.isposinf(scores).sum(1, dtype=torch.int32)
+    ahead = ahead.double()
+    return torch.where(torch.isfinite(t[:, 0]), ahead, torch.full_like(ahead, MISS))
+
+
+def target_ranks(masked: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based ranks of each target among its row's unmasked items.
+
+    Args:
+        masked: (B, N + 1) scores with padding and history items already set to -inf
+            (``mask_seen``), so a masked (repeat) target is non-finite and a miss.
+        targets: (B,) int64 item indices.
+
+    Returns:
+        (B,) float64 ranks, ``MISS`` (inf) for a masked or non-finite target.
+    """
+    t = masked.gather(1, targets[:, None].long())  # (B, 1)
+    return count_ahead(masked, t) - 1.0  # the target itself is counted once (t >= t)
+
+
+def _finite_or_neginf(scores: torch.Tensor) -> torch.Tensor:
+    """``scores`` with NaN and +inf set to -inf (a copy only when there are any)."""
+    if torch.isfinite(scores.max()):  # max is NaN/+inf when any entry is; one cheap pass
+        return scores
+    inf = float("-inf")
+    return scores.nan_to_num(nan=inf, posinf=inf, neginf=inf)
+
+
+def _within_row(rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For row-major nonzero rows: (position of each entry within its row, count per row)."""
+    counts = torch.bincount(rows, minlength=n_rows)  # (R,)
+    return torch.arange(len(rows)) - (counts.cumsum(0) - counts)[rows], counts
+
+
+def _cut_ties(clean: torch.Tensor, thr: torch.Tensor, k: int) -> torch.Tensor:
+    """Selection mask of exactly the k best finite items, ties at ``thr`` by lower index."""
+    sel = clean > thr  # (R, M)
+    _, above = _within_row(sel.nonzero(as_tuple=True)[0], len(sel))
+    tr, tc = (clean == thr).nonzero(as_tuple=True)  # row-major: lower index first
+    pos, _ = _within_row(tr, len(sel))
+    keep = pos < (k - above)[tr]
+    sel[tr[keep], tc[keep]] = True
+    return sel
+
+
+def top_items(masked: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k recommendable items per row, best first, ties broken by lower item index.
+
+    Args:
+        masked: (B, N + 1) scores, padding and history already -inf.
+        k: list length; may exceed N.
+
+    Returns:
+        (B, k) int64 item indices; 0 fills the slots beyond the row's recommendable
+        (finite-score) items.
+    """
+    n_rows, width = masked.shape
+    kk = min(k, width)
+    clean = _finite_or_neginf(masked)  # (B, N + 1)
+    thr = clean.topk(kk, dim=1).values[:, -1:]  # (B, 1) the k-th best score
+    thr = thr.clamp(min=torch.finfo(clean.dtype).min)  # -inf (too few finite): every finite
+    sel = clean >= thr  # (B, N + 1)
+    rows = sel.nonzero(as_tuple=True)[0]
+    over = torch.bincount(rows, minlength=n_rows) > kk  # (B,) ties at thr to cut
+    if over.any():
+        sel[over] = _cut_ties(clean[over], thr[over], kk)
+    rows, cols = sel.nonzero(as_tuple=True)  # row-major, so index order within a row
+    pos, counts = _within_row(rows, n_rows)  # counts (B,) <= kk
+    out = torch.zeros(n_rows, kk, dtype=torch.long)
+    out[rows, pos] = cols
+    filled = torch.arange(kk)[None, :] < counts[:, None]  # (B, kk)
+    vals = torch.where(filled, clean.gather(1, out), torch.full_like(thr, float("-inf")))
+    out = out.gather(1, torch.sort(vals, dim=1, descending=True, stable=True).indices)
+    if kk < k:
+        out = torch.cat([out, out.new_zeros(n_rows, k - kk)], 1)
+    return out
 
 
 def rank_targets(
@@ -48,18 +212,64 @@ def rank_targets(
     targets: np.ndarray,
     batch_size: int = 1024,
     top_k: int = 20,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rank each target among all items. Returns (ranks (C,), top-k item indices (C, k))."""
-    ranks = np.empty(len(targets), dtype=np.int64)
-    tops = np.empty((len(targets), top_k), dtype=np.int64)
+) -> Ranked:
+    """Score, mask and rank each case under the protocol's rules (see the module docstring).
+
+    Args:
+        score_fn: histories -> (B, N + 1) scores.
+        histories: C index arrays (what the scorer sees and what is masked).
+        targets: (C,) held-out item indices.
+        batch_size: cases scored per call of ``score_fn``.
+        top_k: length of the returned top lists (may exceed N).
+
+    Returns:
+        Ranked: ranks (C,), tops (C, top_k), repeats (C,), non_finite (C,).
+    """
+    targets = np.asarray(targets, dtype=np.int64)
+    ranks = np.empty(len(targets), dtype=np.float64)
+    tops = np.zeros((len(targets), top_k), dtype=np.int64)
+    non_finite = np.zeros(len(targets), dtype=bool)
     for start in range(0, len(targets), batch_size):
         hist = histories[start : start + batch_size]
-        tgt = torch.from_numpy(np.asarray(targets[start : start + batch_size], dtype=np.int64))
-        scores = mask_seen(score_fn(list(hist)).float(), hist)  # (B, N + 1)
-        target_scores = scores.gather(1, tgt[:, None])  # (B, 1)
-        ranks[start : start + len(tgt)] = (scores > target_scores).sum(1).numpy()
-        tops[start : start + len(tgt)] = scores.topk(top_k, dim=1).indices.numpy()
-    return ranks, tops
+        tgt = torch.from_numpy(targets[start : start + batch_size])
+        raw = score_fn(list(hist)).float()  # (B, N + 1)
+        non_finite[start : start + len(tgt)] = (~torch.isfinite(raw.gather(1, tgt[:, None])))[
+            :, 0].numpy()
+        scores = mask_seen(raw, hist)
+        ranks[start : start + len(tgt)] = target_ranks(scores, tgt).numpy()
+        tops[start : start + len(tgt)] = top_items(scores, top_k).numpy()
+    repeats = repeat_targets(histories, targets)
+    return Ranked(ranks, tops, repeats, non_finite & ~repeats)
+
+
+def summarize(ranked: Ranked, n_items: int, ks: tuple[int, ...]) -> dict[str, float]:
+    """Metrics of ranked cases: HR/NDCG/MRR at each K, coverage@max(K), case counts."""
+    out = all_metrics(ranked.ranks, ks)
+    out[f"coverage@{max(ks)}"] = coverage(ranked.tops, n_items)
+    n = len(ranked.ranks)
+    out["cases"] = float(n)
+    out["repeat_targets"] = float(ranked.repeats.sum())
+    out["repeat_share"] = float(ranked.repeats.mean()) if n else 0.0
+    out["non_finite_targets"] = float(ranked.non_finite.sum())
+    if ranked.non_finite.any():
+        log.warning("%d of %d targets have a non-finite score (counted as misses)",
+                    int(ranked.non_finite.sum()), n)
+    return out
+
+
+def evaluate_cases(
+    score_fn: ScoreFn,
+    histories: Sequence[np.ndarray],
+    targets: np.ndarray,
+    n_items: int,
+    ks: tuple[int, ...] = (5, 10, 20),
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """Metrics of one scorer on explicit cases (histories, targets) over ``n_items`` items."""
+    if not ks or min(ks) < 1:
+        raise ValueError(f"every K must be a positive integer, got {list(ks)}")
+    ranked = rank_targets(score_fn, histories, targets, batch_size, max(ks))
+    return summarize(ranked, n_items, ks)
 
 
 def evaluate_scores(
@@ -69,14 +279,10 @@ def evaluate_scores(
     ks: tuple[int, ...] = (5, 10, 20),
     batch_size: int = 1024,
 ) -> dict[str, float]:
-    """Metrics for one scorer on one stage, plus coverage@max(K) and the number of cases."""
+    """Metrics for one scorer on one stage: HR/NDCG/MRR at each K, coverage@max(K), the number
+    of cases, of repeat targets (and their share) and of targets with a non-finite score."""
     _, histories, targets = prepared.eval_cases(stage)
-    top_k = min(max(ks), prepared.vocab.n_items)
-    ranks, tops = rank_targets(score_fn, histories, targets, batch_size, top_k)
-    out = all_metrics(ranks, ks)
-    out[f"coverage@{top_k}"] = coverage(tops, prepared.vocab.n_items)
-    out["cases"] = float(len(targets))
-    return out
+    return evaluate_cases(score_fn, histories, targets, prepared.vocab.n_items, ks, batch_size)
 
 
 def model_score_fn(model: torch.nn.Module, max_len: int) -> ScoreFn:

@@ -86,6 +86,17 @@ def metrics_table(rows: dict[str, dict], ks: tuple[int, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def repeat_line(m: dict) -> str:
+    """The report's sentence on masked repeat targets (and non-finite target scores)."""
+    n, cases = int(m.get("repeat_targets", 0)), int(m.get("cases", 0))
+    line = (f"Repeat targets masked (already in the history, a miss at every K): {n} of {cases} "
+            f"({m.get('repeat_share', 0.0):.1%}).")
+    bad = int(m.get("non_finite_targets", 0))
+    if bad:
+        line += f" Targets with a non-finite score (misses): {bad} of {cases}."
+    return line + "\n"
+
+
 def render_report(result: dict, cfg: RunConfig) -> str:
     rows = {f"{cfg.model.name} (liverec)": result["model"]["test"]}
     rows.update(result["baselines"])
@@ -94,9 +105,11 @@ def render_report(result: dict, cfg: RunConfig) -> str:
         f"# Evaluation report: {cfg.name}\n",
         f"Data: `{d['source']}` — {d['users']} users, {d['items']} items, "
         f"{d['interactions']} interactions; {d['test_cases']} test cases.\n",
-        "Protocol: " + "; ".join(result["protocol"].values()) + ".\n",
+        "Protocol:\n",
+        "\n".join(f"- {k.replace('_', ' ')}: {v}" for k, v in result["protocol"].items()) + "\n",
         "## Test (full ranking)\n",
         metrics_table(rows, cfg.eval.ks),
+        repeat_line(result["model"]["test"]),
         "## Validation (model)\n",
         metrics_table({cfg.model.name: result["model"]["valid"]}, cfg.eval.ks),
     ]
