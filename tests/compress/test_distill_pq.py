@@ -65,9 +65,10 @@ def test_bad_settings_are_clear_errors():
         init_pq_from_teacher(PQItemEmbedder(pq_config(n=10, bits=4)), torch.randn(11, 8))
 
 
-def test_kmeans_init_recovers_a_table_made_of_centroids(tmp_path):
+@pytest.mark.parametrize("seed", range(6))  # FAISS alone recovered only seed 0 of these
+def test_kmeans_init_recovers_a_table_made_of_centroids(tmp_path, seed):
     cfg = pq_config()
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     books = torch.randn(4, 4, 2, generator=g) * 3
     codes = torch.stack([torch.randperm(40, generator=g) % 4 for _ in range(4)], 1)
     source = PQItemEmbedder(cfg)
