@@ -49,11 +49,18 @@ def test_anonymous_requests_cannot_grow_the_service(make_client):
     budget = 150_000
     client = make_client(cache_bytes=budget)
     reference = make_client(cache=False)
-    client.post("/v1/events", json=[{"user_id": "known", "item_id": str(i)} for i in (3, 4)])
-    reference.post("/v1/events", json=[{"user_id": "known", "item_id": str(i)} for i in (3, 4)])
+    for c in (client, reference):
+        c.post("/v1/events", json=[{"user_id": "known", "item_id": str(i)} for i in (3, 4)])
+        c.post("/v1/events", json=[{"user_id": f"k{u}", "item_id": str(u % 40)}
+                                   for u in range(50)])
     for i in range(400):
         u, v = divmod(i, 8)
         params = {"user_id": f"mem-{u}", "k": 40, **({"exclude": f"v{v}"} if v else {})}
+        assert client.get("/v1/recommend", params=params).status_code == 200
+    assert client.app.state.engine.cache.stats()["answers"]["entries"] == 0  # unknown users
+    for i in range(400):  # known users, 8 variants each
+        u, v = divmod(i, 8)
+        params = {"user_id": f"k{u}", "k": 40, **({"exclude": f"v{v}"} if v else {})}
         assert client.get("/v1/recommend", params=params).status_code == 200
     for _ in range(2):  # miss, then a hit from the cache
         got = client.get("/v1/recommend", params={"user_id": "known", "k": 5}).json()

@@ -77,6 +77,7 @@ def test_health_ready_metrics(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["model_version"].startswith("tiny@")
+    client.post("/v1/events", json={"user_id": "m", "item_id": "3"})
     client.get("/v1/recommend", params={"user_id": "m"})
     client.get("/v1/recommend", params={"user_id": "m"})
     text = client.get("/metrics").text

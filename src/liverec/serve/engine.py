@@ -156,7 +156,8 @@ class Engine:
         """The JSON answer for a stored user (popular items for an unknown one).
 
         ``key`` identifies the request in the answer cache (the route passes the raw query
-        string, which :mod:`liverec.serve.fastpath` looks up before routing).
+        string, which :mod:`liverec.serve.fastpath` looks up before routing). Answers for
+        users without events are not cached.
         """
         key = key if key is not None else (k, tuple(exclude), exclude_seen, attribute, explain)
         handle, generation = self.handle, self.cache.generation
@@ -177,7 +178,9 @@ class Engine:
                 self.cache.put_vector(user_id, version, generation, vec)
             reasons = await self._reasons(handle, idx, ids) if explain else None
             body = self._answer(handle, user_id, ids, scores, version, None, reasons)
-        self.cache.put_answer(user_id, version, generation, key, body)
+        if version:  # an unknown user's answer (popular items) is cheap and not cached: no
+            # anonymous request may take cache space from, or evict, the answers of real users
+            self.cache.put_answer(user_id, version, generation, key, body)
         return body
 
     async def recommend_history(self, history: Sequence[str], k: int, exclude: Sequence[str],
