@@ -26,6 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_common import start_server, stop_server  # noqa: E402
 
 REPRO = Path(__file__).resolve().parents[2] / "shared/cases/service/cache-memory-growth/repro.py"
+NOTE = ("Requests per round depend on the CPU share the server got (2 cores shared with "
+        "other jobs). After: answers for users without events are not cached at all, and the "
+        "answer, vector and filter-mask caches are bounded in bytes (64 MiB and 16 MiB by "
+        "default).")
 LINE = re.compile(r"(\d+) requests in ([\d.]+)s, mean answer (\d+) B; RSS (\d+) -> (\d+) MiB "
                   r"\(\+(-?\d+) MiB")
 
@@ -86,7 +90,7 @@ def main() -> None:
             lines.append(f"| {name} | {i + 1} | {r['requests']} | {r['seconds']:.1f} | "
                          f"{r['mean_answer_bytes']} | {r['rss_before_mib']} -> "
                          f"{r['rss_after_mib']} | {r['growth_mib']:+d} |")
-    lines += ["", "Cache metrics after the last round (after):", "", "```",
+    lines += ["", NOTE, "", "Cache metrics after the last round (after):", "", "```",
               *result["after"]["cache_metrics"], "```", ""]
     (args.out / "serve_memory.md").write_text("\n".join(lines))
     print("\n".join(lines))  # noqa: T201

@@ -118,12 +118,11 @@ def main() -> None:
              f"{result['events']:,} events ({args.tail:,} after the snapshot), "
              f"{args.users:,} users, {args.items:,} items, max_history {args.max_history}; "
              f"median of {args.repeat} fresh processes; {result['machine']}, {result['date']}.",
-             "", "| store | open (s), median | runs (s) | peak RSS (MiB) |", "|---|---|---|---|"]
+             "", "| store | open (s), median | runs (s) |", "|---|---|---|"]
     for label, key in rows:
         r = result[key]
         secs = ", ".join(f"{x['seconds']:.2f}" for x in r["runs"])
-        lines.append(f"| {label} | {r['median_s']:.2f} | {secs} | "
-                     f"{max(x['max_rss_mib'] for x in r['runs']):.0f} |")
+        lines.append(f"| {label} | {r['median_s']:.2f} | {secs} |")
     lines.append("")
     (args.out / "store_startup.md").write_text("\n".join(lines))
     print("\n".join(lines))  # noqa: T201

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import orjson
+
 from liverec.errors import ConfigError
 from liverec.serve.errors import EventConflict
 
@@ -296,7 +298,7 @@ class SQLiteStore(MemoryStore):
         if snap is not None:
             for user, version, hist in self._db.execute(
                     "SELECT user_id, version, history FROM snapshot_users"):
-                self._hist[user] = [(i, t) for i, t in json.loads(hist)]
+                self._hist[user] = list(map(tuple, orjson.loads(hist)))
                 self._ver[user] = version
             self._seq, self._events = int(snap["seq"]), int(snap["events"])
         # the log tail in bulk: per user, the kept history + its new events sorted by time
@@ -358,7 +360,7 @@ class SQLiteStore(MemoryStore):
 
     def _snapshot(self) -> None:
         """Write the changed users' state and the log position (lock held)."""
-        rows = [(u, self._ver[u], json.dumps(self._hist[u])) for u in self._dirty]
+        rows = [(u, self._ver[u], orjson.dumps(self._hist[u])) for u in self._dirty]
         meta = json.dumps({"seq": self._seq, "events": self._events,
                            "max_history": self.max_history})
         self._db.execute("BEGIN IMMEDIATE")
