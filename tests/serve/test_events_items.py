@@ -6,7 +6,7 @@ from __future__ import annotations
 def test_idempotent_event_id(client):
     ev = {"user_id": "u", "item_id": "3", "event_id": "e-1", "timestamp": 100.0}
     first = client.post("/v1/events", json=ev).json()
-    again = client.post("/v1/events", json=[ev, {**ev, "item_id": "4"}]).json()
+    again = client.post("/v1/events", json=[ev, ev]).json()
     assert first["stored"] == 1 and first["events"][0] == {"event_id": "e-1", "status": "stored"}
     assert again["stored"] == 0 and again["duplicates"] == 2
     user = client.get("/v1/users/u").json()
@@ -77,6 +77,7 @@ def test_health_ready_metrics(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["model_version"].startswith("tiny@")
+    client.post("/v1/events", json={"user_id": "m", "item_id": "3"})
     client.get("/v1/recommend", params={"user_id": "m"})
     client.get("/v1/recommend", params={"user_id": "m"})
     text = client.get("/metrics").text

@@ -23,13 +23,21 @@ class ExactRetriever:
 
     def build(self, item_vectors: np.ndarray) -> ExactRetriever:
         self.vectors_ = torch.from_numpy(np.ascontiguousarray(item_vectors, dtype=np.float32))
+        self._buf = self.vectors_  # (capacity, D); vectors_ is a view of its used rows
         return self
 
     def add(self, vectors: np.ndarray) -> np.ndarray:
+        """Append rows (M, D) into spare capacity, doubling it when full (amortised O(M))."""
         start = self.vectors_.shape[0]
         new = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-        self.vectors_ = torch.cat([self.vectors_, new])  # a new tensor: searches in flight
-        return np.arange(start, start + len(vectors))  # keep the old one
+        end = start + len(new)
+        if end > self._buf.shape[0]:
+            grown = self._buf.new_empty((max(end, 2 * self._buf.shape[0]), self._buf.shape[1]))
+            grown[:start] = self.vectors_
+            self._buf = grown
+        self._buf[start:end] = new  # rows no search in flight reads (their view ends at start)
+        self.vectors_ = self._buf[:end]
+        return np.arange(start, end)
 
     @property
     def n_rows(self) -> int:

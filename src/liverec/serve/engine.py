@@ -6,12 +6,22 @@ version, model generation and request is returned as ready-made JSON bytes. A mi
 history, computes the user vector (one forward pass per micro-batch) and the top-k (one
 retrieval per micro-batch) on the inference thread, then caches both.
 
+Events: a timestamp more than ``FUTURE_TOLERANCE_S`` (one day) ahead of the server's clock is
+refused (:class:`EventTimeError`, 422: almost always milliseconds sent as seconds); a missing
+or 0 timestamp means "now" (the server's clock). Histories are ordered by these times.
+
+Versions: a run is refused (at start and at reload, the old model keeps serving) when its
+item table, user vectors or scores are not finite, or when item ids the stored histories may
+use (the served catalogue, recorded in the store) are missing from it or describe other items
+(title, text, attributes), unless the caller allows a catalogue change explicitly.
+
 Legend: B batch, D dim, R item rows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import weakref
@@ -24,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from liverec.errors import ArtifactError, LiverecError
 from liverec.explain import POPULAR_REASON, Explainer
 from liverec.model.recommender import UnknownItemError
 from liverec.serve.batching import MicroBatcher
@@ -36,6 +47,16 @@ from liverec.serve.stores import Event, EventStore
 log = logging.getLogger(__name__)
 
 ItemVectorHook = Callable[[dict], "np.ndarray | None"]
+FUTURE_TOLERANCE_S = 86_400.0
+ITEM_FIELDS = ("title", "text", "attributes")
+
+
+class EventTimeError(LiverecError):
+    """An event's timestamp is too far in the future (HTTP 422; nothing stored)."""
+
+
+class CatalogueChangeError(ArtifactError):
+    """A run's catalogue gives stored item ids another meaning (or lacks them)."""
 
 
 @dataclass
@@ -81,9 +102,14 @@ class Engine:
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.handle = ModelHandle(settings.run_dir, settings.retriever)
+        self.handle = ModelHandle(settings.run_dir, settings.retriever,
+                                  settings.mask_cache_bytes)
+        self._check_catalogue(self.handle, None, settings.allow_catalogue_change)
         self.cache = UserCache(settings.cache_users if settings.cache and not settings.naive
-                               else 0)
+                               else 0, max_bytes=settings.cache_bytes)
+        metrics.track_cache("answers", lambda: self.cache.stats()["answers"])
+        metrics.track_cache("vectors", lambda: self.cache.stats()["vectors"])
+        metrics.track_cache("filter_masks", lambda: self.handle.masks.stats())
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="liverec-infer")
         self.batcher = MicroBatcher(compute_batch, self.executor, settings.batch_window_ms,
                                     settings.max_batch, on_batch=metrics.batch_size.observe)
@@ -130,7 +156,8 @@ class Engine:
         """The JSON answer for a stored user (popular items for an unknown one).
 
         ``key`` identifies the request in the answer cache (the route passes the raw query
-        string, which :mod:`liverec.serve.fastpath` looks up before routing).
+        string, which :mod:`liverec.serve.fastpath` looks up before routing). Answers for
+        users without events are not cached.
         """
         key = key if key is not None else (k, tuple(exclude), exclude_seen, attribute, explain)
         handle, generation = self.handle, self.cache.generation
@@ -151,7 +178,9 @@ class Engine:
                 self.cache.put_vector(user_id, version, generation, vec)
             reasons = await self._reasons(handle, idx, ids) if explain else None
             body = self._answer(handle, user_id, ids, scores, version, None, reasons)
-        self.cache.put_answer(user_id, version, generation, key, body)
+        if version:  # an unknown user's answer (popular items) is cheap and not cached: no
+            # anonymous request may take cache space from, or evict, the answers of real users
+            self.cache.put_answer(user_id, version, generation, key, body)
         return body
 
     async def recommend_history(self, history: Sequence[str], k: int, exclude: Sequence[str],
@@ -216,9 +245,16 @@ class Engine:
         if unknown:
             raise UnknownItemError(list(dict.fromkeys(unknown)))
         now = time.time()
-        evs = [Event(e["user_id"], e["item_id"], e["event_id"], e.get("timestamp") or now,
-                     e.get("type") or "view") for e in events]
-        stored = self.store.append(evs)  # durable on return
+        late = [e["timestamp"] for e in events
+                if e.get("timestamp") and e["timestamp"] > now + FUTURE_TOLERANCE_S]
+        if late:
+            raise EventTimeError(
+                f"timestamp {late[0]} is more than a day after the server's time {now:.0f} "
+                "(seconds since the epoch; milliseconds?); nothing stored")
+        evs = [Event(e["user_id"], e["item_id"], e["event_id"],
+                     float(e.get("timestamp") or now), e.get("type") or "view",
+                     bool(e.get("timestamp"))) for e in events]
+        stored = self.store.append(evs)  # durable on return; EventConflict: nothing stored
         for e, new in zip(evs, stored):
             if new:
                 self.cache.invalidate(e.user_id)
@@ -243,24 +279,84 @@ class Engine:
         A new item's vector comes from ``item_vector_for(item)`` when that hook is set (e.g. a
         text encoder) and returns a vector; otherwise it is the mean vector of the model's
         items sharing one of its attributes, else the catalogue mean. A known item keeps its
-        vector; its title, text and attributes are updated.
+        vector; only the fields ``item`` names (title, text, attributes) change, the others
+        keep their values (PATCH semantics).
         """
-        created = item["item_id"] not in self.handle.lookup
+        handle = self.handle
+        idx = handle.lookup.get(item["item_id"])
+        created = idx is None
+        if created:
+            item = {"title": "", "text": "", "attributes": [], **item}
+        else:
+            known = handle.catalogue[idx]
+            item = {"item_id": item["item_id"],
+                    **{k: known[k] for k in ITEM_FIELDS if k in known}, **item}
         self.store.put_item(item)
-        idx, source = self._apply_item(self.handle, item)
+        idx, source = self._apply_item(handle, item)
         self.cache.clear()  # answers may now include (or filter) this item
         return idx, source, created
 
-    async def reload(self, run_dir: str | Path | None = None) -> tuple[str, str]:
+    def _check_catalogue(self, new: ModelHandle, old: ModelHandle | None,
+                         allow: bool) -> None:
+        """Refuse ``new`` if item ids of the served (or recorded) catalogue lose their meaning.
+
+        The reference is ``old`` (reload) or the catalogue recorded in the store (start); a
+        store without one, or without events and items, accepts any catalogue. On success the
+        new catalogue is recorded in the store.
+
+        Raises:
+            CatalogueChangeError: ids missing or changed, and ``allow`` is false.
+        """
+        fingerprint, record = new.fingerprint(), None
+        if old is not None:
+            reference, name = old.digests, old.version
+        else:
+            raw = self.store.get_meta("catalogue")
+            record = json.loads(raw) if raw else None
+            if record is None or record["fingerprint"] == fingerprint or not (
+                    self.store.stats()["events"] or self.store.items()):
+                reference, name = {}, ""
+            else:
+                reference, name = record["digests"], record["model_version"]
+        missing, changed = new.catalogue_changes(reference)
+        if missing or changed:
+            what = "; ".join(f"{len(ids)} {label} (e.g. {ids[:3]})" for ids, label in (
+                (missing, "are missing from it"), (changed, "name other items in it")) if ids)
+            msg = (f"{new.version} is over another catalogue than {name}, whose item ids the "
+                   f"stored histories use: {what}")
+            if not allow:
+                raise CatalogueChangeError(
+                    f"{msg}. Refused; to serve it anyway, reload with "
+                    '{"allow_catalogue_change": true} (at start: '
+                    "LIVEREC_SERVE_ALLOW_CATALOGUE_CHANGE=true)")
+            log.warning("%s (allowed by the caller)", msg)
+        if record is None or record["fingerprint"] != fingerprint:
+            self.store.put_meta("catalogue", json.dumps({
+                "fingerprint": fingerprint, "model_version": new.version,
+                "digests": new.digests}))
+
+    def _recent_histories(self, n: int = 8) -> list[list[str]]:
+        users = list(dict.fromkeys(reversed(self.recent_users)))[:n]
+        return [[i for i, _ in self.store.state(u)[0]] for u in users]
+
+    async def reload(self, run_dir: str | Path | None = None,
+                     allow_catalogue_change: bool = False) -> tuple[str, str]:
         """Load a model beside the current one, then swap atomically: (old, new) versions.
 
         Raises:
-            ArtifactError: the directory is not a loadable, compatible run (nothing changes).
+            ArtifactError: the directory is not a loadable run, its tables or scores are not
+                finite, or (``CatalogueChangeError``) it is over another catalogue and
+                ``allow_catalogue_change`` is false; nothing changes.
         """
         async with self._reload_lock:
             target = Path(run_dir) if run_dir else self.handle.run_dir
             loop = asyncio.get_running_loop()
-            new = await loop.run_in_executor(None, ModelHandle, target, self.settings.retriever)
+            new = await loop.run_in_executor(
+                None, lambda: ModelHandle(target, self.settings.retriever,
+                                          self.settings.mask_cache_bytes,
+                                          self._recent_histories()))
+            await loop.run_in_executor(None, self._check_catalogue, new, self.handle,
+                                       allow_catalogue_change)
             for item in self.store.items():
                 self._apply_item(new, item)
             old, self.handle = self.handle, new  # in-flight requests keep their old handle

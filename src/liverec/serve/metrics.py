@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -30,9 +31,37 @@ class Metrics:
         self.reloads = Counter("liverec_model_reloads", "successful hot-swaps", registry=r)
         self.stored = Gauge("liverec_events_in_store", "events in the store", registry=r)
 
+        self.caches: dict[str, Callable[[], dict[str, int]]] = {}
+        r.register(_CacheCollector(self.caches))
+
     def track_store(self, count: Callable[[], int]) -> None:
         """Report the store's event count at each scrape."""
         self.stored.set_function(count)
+
+    def track_cache(self, name: str, stats: Callable[[], dict[str, int]]) -> None:
+        """Report a cache's ``bytes``, ``entries`` and ``evictions`` at each scrape."""
+        self.caches[name] = stats
+
+
+class _CacheCollector:
+    """``liverec_cache_bytes``/``_entries``/``_evictions_total`` with a ``cache`` label."""
+
+    def __init__(self, caches: dict[str, Callable[[], dict[str, int]]]) -> None:
+        self.caches = caches
+
+    def collect(self):
+        size = GaugeMetricFamily("liverec_cache_bytes", "bytes held by a cache (estimate)",
+                                 labels=["cache"])
+        entries = GaugeMetricFamily("liverec_cache_entries", "entries held by a cache",
+                                    labels=["cache"])
+        evicted = CounterMetricFamily("liverec_cache_evictions", "entries evicted to stay "
+                                      "within a cache's byte budget", labels=["cache"])
+        for name, stats in list(self.caches.items()):
+            s = stats()
+            size.add_metric([name], s["bytes"])
+            entries.add_metric([name], s["entries"])
+            evicted.add_metric([name], s["evictions"])
+        yield from (size, entries, evicted)
 
 
 class MetricsMiddleware:

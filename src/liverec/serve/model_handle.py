@@ -4,12 +4,19 @@ Items added through the API after training get rows past the model's ``N`` (the 
 extension): they are retrievable and count as seen, but the model has no input embedding for
 them, so they are left out of the sequence fed to the encoder until a retrain.
 
+Before a version serves (at start and at every reload) it is checked: every item row must be
+finite, and so must the user vectors and scores of a few histories (short, long, popular and
+any the caller passes); a run that fails is refused with an :class:`ArtifactError`. The
+catalogue's per-item fingerprints (title, text, attributes of every model item) let the
+engine refuse a run whose item ids mean other products (see ``catalogue_changes``).
+
 Legend: B batch, T history length, D dim, N model items, R rows (N + 1 + added items).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -23,6 +30,7 @@ from liverec.errors import ArtifactError
 from liverec.evaluate.protocol import pad_left
 from liverec.model.artifact import read_meta
 from liverec.retrieval import build_retriever
+from liverec.serve.cache import ByteLRU
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +51,15 @@ class ModelHandle:
     Args:
         run_dir: a run directory written by ``liverec train``.
         retriever: a name in ``liverec.retrieval.RETRIEVERS``.
+        mask_bytes: byte budget of the attribute-filter masks cache.
+        check_histories: histories (item ids) scored by the check, besides its own.
+
+    Raises:
+        ArtifactError: not a run, or its item table, user vectors or scores are not finite.
     """
 
-    def __init__(self, run_dir: str | Path, retriever: str = "exact") -> None:
+    def __init__(self, run_dir: str | Path, retriever: str = "exact", mask_bytes: int = 16 << 20,
+                 check_histories: Sequence[Sequence[str]] = ()) -> None:
         self.run_dir = Path(run_dir)
         read_meta(self.run_dir)  # clear ArtifactError for a directory that is not a run
         self.version = model_version(self.run_dir)
@@ -57,23 +71,63 @@ class ModelHandle:
             table = model.item_table().float().numpy()  # (N + 1, D)
         self.n_model = self.rec.vocab.n_items
         self.max_len = int(model.cfg.max_len)
-        self.table = np.ascontiguousarray(table)
-        self._check(model)
+        self._buf = np.ascontiguousarray(table)  # (capacity, D): rows past n_rows unused
+        self.table = self._buf  # (R, D) view of the used rows
         self.ids: list[str] = [str(x) for x in self.rec.vocab.ids]
         self.lookup: dict[str, int] = self.rec.vocab.index_map()
         self.catalogue: list[dict] = [{}] + [_row(r) for r in self.rec.items.to_dicts()]
         self.popular = np.argsort(-np.array([c.get("popularity", 0) for c in self.catalogue[1:]]),
                                   kind="stable") + 1  # (N,) indices, most popular first
+        self._check_finite([self.encode(h)[0] for h in check_histories])
+        self.digests = {self.ids[i]: _digest(self.catalogue[i])
+                        for i in range(1, self.n_model + 1)}  # the model's catalogue
         self.retriever = build_retriever(retriever, self.table, skip_rows=1)
         self._lock = threading.Lock()
-        self._attr_cache: dict[str, np.ndarray] = {}
+        self._attr_index: dict[str, np.ndarray] | None = None  # attribute -> rows having it
+        self._gen = 0  # catalogue changes (upserts) so far
+        self.masks = ByteLRU(mask_bytes)  # attribute -> rows without it (filter exclusions)
 
-    def _check(self, model) -> None:
-        with torch.no_grad():
-            u = model.encode_users(torch.ones(1, 1, dtype=torch.long)).float()  # (1, D)
-        if u.shape != (1, self.table.shape[1]) or not torch.isfinite(u).all():
-            raise ArtifactError(f"{self.run_dir}: user vectors {tuple(u.shape)} do not match the "
-                                f"item table {self.table.shape} or are not finite")
+    def _check_finite(self, extra: Sequence[np.ndarray]) -> None:
+        """Refuse non-finite item rows, user vectors or scores (nothing would rank)."""
+        rows = self.table[1 : self.n_model + 1]  # (N, D); row 0 is padding, never scored
+        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1)) + 1
+        if len(bad):
+            raise ArtifactError(
+                f"{self.run_dir}: {len(bad)} of {self.n_model} item rows are not finite "
+                f"(NaN or inf), e.g. items {[self.ids[i] for i in bad[:5]]}: refused")
+        n, t = self.n_model, self.max_len
+        gen = np.random.default_rng(0)
+        hists = [np.array([1]), np.array([n]), self.popular[:t],
+                 gen.integers(1, n + 1, size=t), *extra]
+        hists = [h for h in (np.asarray(h, dtype=np.int64) for h in hists)
+                 if len(h[(h >= 1) & (h <= n)])][:16]
+        u = self.user_vectors(hists)  # (B, D)
+        if u.shape != (len(hists), self.table.shape[1]):
+            raise ArtifactError(f"{self.run_dir}: user vectors {u.shape} do not match the "
+                                f"item table {self.table.shape}")
+        scores = u @ rows.T  # (B, N)
+        if not (np.isfinite(u).all() and np.isfinite(scores).all()):
+            raise ArtifactError(f"{self.run_dir}: the user vectors or scores of "
+                                f"{int((~np.isfinite(scores).all(1)).sum())} of {len(hists)} "
+                                "checked histories are not finite (NaN or inf): refused")
+
+    def catalogue_changes(self, digests: dict[str, str]) -> tuple[list[str], list[str]]:
+        """(ids missing here, ids with other details here) of another catalogue's items.
+
+        Args:
+            digests: item id -> fingerprint of a catalogue (e.g. the served model's
+                ``digests``, or the one recorded in the store).
+        """
+        missing = [i for i in digests if i not in self.digests]
+        changed = [i for i, d in digests.items() if i in self.digests and self.digests[i] != d]
+        return missing, changed
+
+    def fingerprint(self) -> str:
+        """One hash of the whole model catalogue (ids and their details)."""
+        h = hashlib.sha1()
+        for i, d in sorted(self.digests.items()):
+            h.update(f"{i}\x00{d}\x01".encode())
+        return h.hexdigest()
 
     @property
     def n_rows(self) -> int:
@@ -112,13 +166,39 @@ class ModelHandle:
         return np.array(idx, dtype=np.int64), unknown
 
     def not_matching(self, attribute: str) -> np.ndarray:
-        """Indices of items without ``attribute`` (the rows a filter excludes)."""
-        out = self._attr_cache.get(attribute)
+        """Indices of items without ``attribute`` (the rows a filter excludes). -> (M,) sorted.
+
+        Computed from a per-attribute index of the catalogue (one array of row indices per
+        attribute value, all together the size of the catalogue's attribute lists), kept in
+        the byte-bounded ``masks`` cache; ``not_matching_reference`` is the reference path.
+        """
+        out = self.masks.get(attribute)
         if out is None:
-            out = np.array([i for i, c in enumerate(self.catalogue)
-                            if i and attribute not in c.get("attributes", ())], dtype=np.int64)
-            self._attr_cache[attribute] = out
+            with self._lock:
+                index, n_rows, gen = self._attribute_index(), self.n_rows, self._gen
+            have = index.get(attribute, np.zeros(0, dtype=np.int64))
+            keep = np.ones(n_rows, dtype=bool)
+            keep[0] = False
+            keep[have] = False
+            out = np.flatnonzero(keep)
+            with self._lock:
+                if gen == self._gen:  # no item changed meanwhile
+                    self.masks.put(attribute, out)
         return out
+
+    def not_matching_reference(self, attribute: str) -> np.ndarray:
+        """The reference path of ``not_matching``: one pass over the catalogue."""
+        return np.array([i for i, c in enumerate(self.catalogue)
+                         if i and attribute not in c.get("attributes", ())], dtype=np.int64)
+
+    def _attribute_index(self) -> dict[str, np.ndarray]:
+        if self._attr_index is None:
+            rows: dict[str, list[int]] = {}
+            for i, c in enumerate(self.catalogue):
+                for a in dict.fromkeys(c.get("attributes", ())) if i else ():
+                    rows.setdefault(a, []).append(i)
+            self._attr_index = {a: np.array(r, dtype=np.int64) for a, r in rows.items()}
+        return self._attr_index
 
     def vector_from_attributes(self, attributes: Sequence[str]) -> tuple[np.ndarray, str]:
         """Mean vector of model items sharing an attribute, else of the whole catalogue."""
@@ -132,17 +212,35 @@ class ModelHandle:
     def upsert(self, item: dict, vector: np.ndarray | None) -> int:
         """Add an item (with its vector) or update a known one's metadata; returns its index."""
         with self._lock:
-            self._attr_cache.clear()
             idx = self.lookup.get(item["item_id"])
             if idx is not None:
                 self.catalogue[idx] = {**self.catalogue[idx], **_row(item)}
+                self._attr_index, self._gen = None, self._gen + 1
+                self.masks.clear()
                 return idx
-            (idx,) = self.retriever.add(vector[None, :].astype(np.float32))
-            self.table = np.concatenate([self.table, vector[None, :].astype(np.float32)])
+            row = np.asarray(vector, dtype=np.float32).reshape(1, -1)  # (1, D)
+            if not np.isfinite(row).all():
+                raise ArtifactError(f"item {item['item_id']!r}: its vector is not finite")
+            (idx,) = self.retriever.add(row)
+            n = len(self.table)
+            if n == len(self._buf):  # full: double the capacity (amortised O(1) per item)
+                grown = np.empty((2 * n, row.shape[1]), dtype=np.float32)
+                grown[:n] = self._buf[:n]
+                self._buf = grown
+            self._buf[n] = row[0]
+            self.table = self._buf[: n + 1]  # readers holding the old view keep their rows
             self.catalogue.append({**_row(item), "popularity": 0, "added": True})
             self.ids.append(item["item_id"])
             self.lookup[item["item_id"]] = int(idx)
+            self._attr_index, self._gen = None, self._gen + 1
+            self.masks.clear()
             return int(idx)
+
+
+def _digest(row: dict) -> str:
+    """Fingerprint of what an item id means: its title, text and attributes."""
+    what = [row.get("title") or "", row.get("text") or "", sorted(row.get("attributes") or ())]
+    return hashlib.sha1(json.dumps(what).encode()).hexdigest()[:16]
 
 
 def _row(r: dict) -> dict:

@@ -93,6 +93,15 @@ class ItemIn(_In):
         default_factory=list, max_length=100)
 
 
+class ItemPatch(_In):
+    """The fields to change; fields left out keep their values."""
+
+    title: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    text: Annotated[str, StringConstraints(max_length=20_000)] | None = None
+    attributes: list[Annotated[str, StringConstraints(max_length=256)]] | None = Field(
+        None, max_length=100)
+
+
 class ItemOut(BaseModel):
     item_id: str
     title: str = ""
@@ -119,6 +128,9 @@ class SimilarOut(BaseModel):
 class ReloadIn(_In):
     run_dir: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
         None, description="run directory to load; absent = reload the current one")
+    allow_catalogue_change: bool = Field(
+        False, description="swap even if item ids the stored histories use are missing from "
+                           "the new run's catalogue or describe other items there")
 
 
 class ReloadOut(BaseModel):

@@ -28,6 +28,12 @@ class ServeSettings(BaseSettings):
     retriever: str = Field("exact", description="exact, hnsw or ivf")
     cache: bool = True
     cache_users: int = Field(100_000, ge=0, description="users whose answers are cached (LRU)")
+    cache_bytes: int = Field(64 << 20, ge=0, description="bytes of cached answers and user "
+                                                         "vectors, all users together (LRU)")
+    mask_cache_bytes: int = Field(16 << 20, ge=0, description="bytes of cached attribute-"
+                                                              "filter masks (LRU)")
+    allow_catalogue_change: bool = Field(False, description="start even if the store's "
+                                         "histories were recorded over another catalogue")
     batching: bool = True
     batch_window_ms: float = Field(2.0, ge=0, le=100)
     max_batch: int = Field(64, ge=1, le=4096)

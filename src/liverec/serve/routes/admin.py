@@ -20,7 +20,8 @@ async def reload(engine: EngineDep, req: ReloadIn | None = Body(None)) -> Reload
     on the old one. A broken or incompatible run directory is refused (409) and nothing
     changes."""
     try:
-        old, new = await engine.reload(req.run_dir if req else None)
+        old, new = await engine.reload(req.run_dir if req else None,
+                                       req.allow_catalogue_change if req else False)
     except Exception as exc:  # any failure to load (e.g. safetensors' own error) refuses it
         log.warning("reload refused: %s", exc)
         raise HTTPException(409, f"reload refused, still serving "

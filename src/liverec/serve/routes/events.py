@@ -4,26 +4,38 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from fastapi.concurrency import run_in_threadpool
 
 from liverec.serve.deps import EngineDep, WriteAccess, check_cap
+from liverec.serve.engine import EventTimeError
+from liverec.serve.errors import EventConflict
 from liverec.serve.schemas import EventAck, EventIn, EventsOut
 
 router = APIRouter(prefix="/v1", tags=["events"], dependencies=WriteAccess)
 
 
-@router.post("/events", response_model=EventsOut)
+@router.post("/events", response_model=EventsOut, responses={
+    409: {"description": "an event_id is already used by another event (none stored)"}})
 async def post_events(engine: EngineDep, body: EventIn | list[EventIn]) -> EventsOut:
-    """Store events; a repeated ``event_id`` is stored once; unknown items are a 422 (none stored).
+    """Store events; unknown items are a 422 (none stored).
 
-    The answer comes only after the events are in the event log, and the next recommendation
-    for each user is computed from a history that includes them.
+    A repeated ``event_id`` with the same payload (user, item, type, timestamp if given) is a
+    duplicate, stored once; with another payload it is a 409 and nothing is stored. A user's
+    history is ordered by ``timestamp`` (a late event is inserted where it belongs); no
+    timestamp (or 0) means the server's time, and one more than a day ahead of the server's
+    clock is a 422. The answer comes only after the events are in the event log, and the next
+    recommendation for each user is computed from a history that includes them.
     """
     events = body if isinstance(body, list) else [body]
     check_cap("events in one request", len(events), engine.settings.max_events)
     rows = [e.model_dump() | {"event_id": e.event_id or uuid.uuid4().hex} for e in events]
-    acks = await run_in_threadpool(engine.add_events, rows)
+    try:
+        acks = await run_in_threadpool(engine.add_events, rows)
+    except EventConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    except EventTimeError as exc:
+        raise HTTPException(422, str(exc)) from None
     stored = sum(new for _, new in acks)
     return EventsOut(stored=stored, duplicates=len(acks) - stored,
                      events=[EventAck(event_id=i, status="stored" if new else "duplicate")

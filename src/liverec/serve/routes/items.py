@@ -1,4 +1,10 @@
-"""POST /v1/items (add or update), GET /v1/items/{id}, GET /v1/items/{id}/similar."""
+"""Items: add or update (POST), change some fields (PATCH), details, similar items.
+
+Any item id accepted on write can be read back: in the path (``/v1/items/{item_id}``, '/',
+spaces and non-ASCII included, percent-encoded or not) or, unambiguous for ids that end in
+``/similar``, as a query parameter (``GET /v1/items?item_id=...``,
+``GET /v1/similar?item_id=...``).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,34 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.concurrency import run_in_threadpool
 
 from liverec.serve.deps import EngineDep, check_cap, require_api_key
-from liverec.serve.schemas import ItemAddOut, ItemIn, ItemOut, ScoredItem, SimilarOut
+from liverec.serve.schemas import ItemAddOut, ItemIn, ItemOut, ItemPatch, ScoredItem, SimilarOut
 
 router = APIRouter(prefix="/v1", tags=["items"])
 ItemId = Annotated[str, Path(min_length=1, max_length=256)]
+ItemIdQuery = Annotated[str, Query(min_length=1, max_length=256)]
+NOT_FOUND = {404: {"description": "unknown item id"}}
 
 
 @router.post("/items", response_model=ItemAddOut, dependencies=[Depends(require_api_key)])
 async def add_item(engine: EngineDep, item: ItemIn) -> ItemAddOut:
-    """Add an item (recommendable at once, no retraining) or update a known item's details."""
-    idx, source, created = await run_in_threadpool(engine.add_item, item.model_dump())
+    """Add an item (recommendable at once, no retraining) or update a known item's details.
+
+    For a known item only the fields the body names change (title, text, attributes); the
+    others keep their values, as with PATCH.
+    """
+    fields = item.model_dump(exclude_unset=True) | {"item_id": item.item_id}
+    idx, source, created = await run_in_threadpool(engine.add_item, fields)
     return ItemAddOut(item_id=item.item_id, index=idx, created=created, vector_source=source)
+
+
+@router.patch("/items/{item_id:path}", response_model=ItemOut, responses=NOT_FOUND,
+              dependencies=[Depends(require_api_key)])
+async def patch_item(engine: EngineDep, item_id: ItemId, patch: ItemPatch) -> ItemOut:
+    """Change the named fields of a known item; the others keep their values."""
+    _index(engine, item_id)
+    fields = {k: v for k, v in patch.model_dump(exclude_unset=True).items() if v is not None}
+    await run_in_threadpool(engine.add_item, fields | {"item_id": item_id})
+    return _item(engine, item_id)
 
 
 def _index(engine, item_id: str) -> int:
@@ -28,20 +51,14 @@ def _index(engine, item_id: str) -> int:
     return idx
 
 
-@router.get("/items/{item_id}", response_model=ItemOut)
-async def get_item(engine: EngineDep, item_id: ItemId) -> ItemOut:
-    """An item's details and training popularity."""
-    h = engine.handle
-    c = h.catalogue[_index(engine, item_id)]
+def _item(engine, item_id: str) -> ItemOut:
+    c = engine.handle.catalogue[_index(engine, item_id)]
     return ItemOut(item_id=item_id, title=c.get("title", ""), text=c.get("text", ""),
                    attributes=c.get("attributes", []), popularity=c.get("popularity", 0),
                    source="added" if c.get("added") else "model")
 
 
-@router.get("/items/{item_id}/similar", response_model=SimilarOut)
-async def similar_items(engine: EngineDep, item_id: ItemId,
-                        k: Annotated[int, Query(ge=1)] = 10) -> SimilarOut:
-    """Items whose output vectors have the largest inner product with this item's."""
+async def _similar(engine, item_id: str, k: int) -> SimilarOut:
     check_cap("k", k, engine.settings.max_k)
     h = engine.handle
     idx = _index(engine, item_id)
@@ -50,3 +67,29 @@ async def similar_items(engine: EngineDep, item_id: ItemId,
     items = [ScoredItem(item_id=h.ids[i], score=float(s))
              for i, s in zip(ids[0].tolist(), scores[0].tolist()) if i >= 0]
     return SimilarOut(item_id=item_id, items=items, model_version=h.version)
+
+
+@router.get("/items", response_model=ItemOut, responses=NOT_FOUND)
+async def get_item_by_query(engine: EngineDep, item_id: ItemIdQuery) -> ItemOut:
+    """An item's details (the id as a query parameter)."""
+    return _item(engine, item_id)
+
+
+@router.get("/similar", response_model=SimilarOut, responses=NOT_FOUND)
+async def similar_by_query(engine: EngineDep, item_id: ItemIdQuery,
+                           k: Annotated[int, Query(ge=1)] = 10) -> SimilarOut:
+    """Items most similar to one (the id as a query parameter)."""
+    return await _similar(engine, item_id, k)
+
+
+@router.get("/items/{item_id:path}/similar", response_model=SimilarOut, responses=NOT_FOUND)
+async def similar_items(engine: EngineDep, item_id: ItemId,
+                        k: Annotated[int, Query(ge=1)] = 10) -> SimilarOut:
+    """Items whose output vectors have the largest inner product with this item's."""
+    return await _similar(engine, item_id, k)
+
+
+@router.get("/items/{item_id:path}", response_model=ItemOut, responses=NOT_FOUND)
+async def get_item(engine: EngineDep, item_id: ItemId) -> ItemOut:
+    """An item's details and training popularity."""
+    return _item(engine, item_id)

@@ -11,10 +11,12 @@ from liverec.serve.schemas import HistoryEvent, UserOut
 router = APIRouter(prefix="/v1", tags=["users"])
 
 
-@router.get("/users/{user_id}", response_model=UserOut)
+@router.get("/users/{user_id:path}", response_model=UserOut)
 async def get_user(engine: EngineDep,
                    user_id: str = Path(min_length=1, max_length=256)) -> UserOut:
-    """The user's recent events (item ids and timestamps, newest last)."""
+    """The user's recent events (item ids and timestamps, ordered by time, newest last).
+
+    Any user id works in the path, '/' included (percent-encode it or not)."""
     history, version = await run_in_threadpool(engine.store.state, user_id)
     if not version:
         raise HTTPException(404, f"unknown user {user_id!r}: no events stored")
