@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+RUNNING: dict[str, object] = {}  # base URL -> uvicorn.Server of uvicorn_thread
 
 
 def free_port() -> int:
@@ -72,11 +73,30 @@ def uvicorn_thread(app, port: int | None = None):
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
+    base = f"http://127.0.0.1:{port}"
+    RUNNING[base] = server
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield base
     finally:
+        RUNNING.pop(base, None)
         server.should_exit = True
         thread.join(15)
+
+
+def kill_thread_server(base: str) -> None:
+    """Stop a ``uvicorn_thread`` server at once: its connections close mid-request."""
+    server = RUNNING[base]
+    server.force_exit = True
+    server.should_exit = True
+    port = int(base.rsplit(":", 1)[1])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            time.sleep(0.02)
+        except OSError:
+            return
+    raise TimeoutError(f"{base} still accepts connections")
 
 
 def get(url: str, timeout: float = 5.0, method: str = "GET", body: bytes | None = None,
@@ -126,3 +146,43 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def haproxy(replicas: list[str], port: int | None = None, tmp: Path | None = None):
+    """HAProxy with ``deploy/haproxy.cfg`` in front of ``replicas`` (host:port, three):
+    yields (base URL, stats socket path)."""
+    binary = shutil.which("haproxy") or ("/usr/sbin/haproxy"
+                                         if Path("/usr/sbin/haproxy").exists() else None)
+    if binary is None:
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    port = port or free_port()
+    stats = str((tmp or Path("/tmp")) / f"liverec-haproxy-{port}.sock")
+    env = {**os.environ, "LIVEREC_LB_BIND": f"127.0.0.1:{port}", "LIVEREC_LB_STATS": stats,
+           **{f"LIVEREC_R{i + 1}": r for i, r in enumerate(replicas)}}
+    proc = subprocess.Popen([binary, "-f", str(ROOT / "deploy" / "haproxy.cfg"), "-db"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port)
+        yield f"http://127.0.0.1:{port}", stats
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def lb_status(stats: str) -> dict[str, str]:
+    """{server name: UP/DOWN/...} of the ``replicas`` backend, from HAProxy's stats socket."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(stats)
+        s.sendall(b"show stat\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    lines = data.decode().splitlines()
+    head = lines[0].lstrip("# ").split(",")
+    out = {}
+    for line in lines[1:]:
+        row = dict(zip(head, line.split(",")))
+        if row.get("pxname") == "replicas" and row.get("svname") not in ("BACKEND", None):
+            out[row["svname"]] = row["status"]
+    return out
