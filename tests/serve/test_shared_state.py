@@ -160,3 +160,29 @@ def test_two_workers_agree_and_keep_alive_is_fast(serve_run, serve_run_v2, clean
         assert sorted(times)[10] < 0.02, times  # was ~44 ms per request
     finally:
         stop(proc)
+
+
+def test_worker_sockets_share_the_port_and_the_connections():
+    """One SO_REUSEPORT socket per worker: the kernel spreads connections over the workers
+    (with one shared socket, the first worker awake accepted all 32 keep-alive connections)."""
+    port = free_port()
+    socks = [bind_socket("127.0.0.1", port, reuse_port=True) for _ in range(2)]
+    counts = [0, 0]
+
+    async def main():
+        servers = []
+        for i, sock in enumerate(socks):
+            class Count(asyncio.Protocol):
+                def connection_made(self, transport, i=i):
+                    counts[i] += 1
+
+            servers.append(await asyncio.get_running_loop().create_server(Count, sock=sock))
+        writers = [(await asyncio.open_connection("127.0.0.1", port))[1] for _ in range(32)]
+        await asyncio.sleep(0.1)
+        for w in writers:
+            w.close()
+        for s in servers:
+            s.close()
+
+    asyncio.run(main())
+    assert sum(counts) == 32 and min(counts) >= 4, counts
