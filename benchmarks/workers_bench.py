@@ -59,13 +59,30 @@ def seed(port: int, users: int) -> None:
     asyncio.run(run())
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its children so far (Linux /proc)."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return total + sum(cpu_s(int(k)) for k in kids.split())
+
+
 def wrk(port: int, path_or_lua: str, conns: int, duration: float) -> dict:
     args = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency"]
     if path_or_lua.endswith(".lua"):
         args += ["-s", path_or_lua, f"http://127.0.0.1:{port}"]
     else:
         args += [f"http://127.0.0.1:{port}{path_or_lua}"]
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"wrk failed: {out}")
+    proc.returncode = 0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
@@ -73,7 +90,8 @@ def wrk(port: int, path_or_lua: str, conns: int, duration: float) -> dict:
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)] if p99 else float("nan")
     return {"rps": rps, "non_2xx": int(bad.group(1)) if bad else 0,
             "socket_errors": errors.group(1) if errors else "", "p99_ms":
-            float(p99.group(1)) * scale if p99 else float("nan")}
+            float(p99.group(1)) * scale if p99 else float("nan"),
+            "client_cpu_s": usage.ru_utime + usage.ru_stime}
 
 
 def py_closed(port: int, path: str, conns: int, duration: float) -> dict:
@@ -158,7 +176,15 @@ def main() -> None:
         def closed(port, what):
             target = str(lua) if what == "recommend" else "/healthz"
             if client == "wrk":
-                return wrk(port, target, args.conns, args.duration)
+                server = servers[0] if port == p1 else servers[1]
+                c0, r0 = cpu_s(server.pid), cpu_s(redis.pid)
+                out = wrk(port, target, args.conns, args.duration)
+                n = out["rps"] * args.duration
+                out["cpu_us_per_request"] = {
+                    "server": round(1e6 * (cpu_s(server.pid) - c0) / n, 1),
+                    "redis": round(1e6 * (cpu_s(redis.pid) - r0) / n, 1),
+                    "client": round(1e6 * out.pop("client_cpu_s") / n, 1)}
+                return out
             path = "/v1/recommend?user_id=wb-1&k=10" if what == "recommend" else "/healthz"
             return py_closed(port, path, args.conns, args.duration)
 
@@ -180,6 +206,21 @@ def main() -> None:
         redis.terminate()
         redis.wait(5)
     ratio = statistics.median(r["ratio_two_over_one"] for r in rounds)
+    projection = None
+    if client == "wrk":
+        cost = {k: statistics.median(r["two_workers"]["cpu_us_per_request"][k] for r in rounds)
+                for k in ("server", "redis", "client")}
+        one_cost = statistics.median(r["one_worker"]["cpu_us_per_request"]["server"]
+                                     for r in rounds)
+        # on 2 idle cores: one worker is bound by its own core; two by both cores shared
+        # with Redis and the client
+        one_cap = min(1e6 / one_cost, 2e6 / (one_cost + cost["redis"] + cost["client"]))
+        two_cap = 2e6 / sum(cost.values())
+        projection = {"cpu_us_per_request_two_workers": cost,
+                      "cpu_us_per_request_one_worker_server": one_cost,
+                      "one_worker_req_s_on_2_idle_cores": round(one_cap),
+                      "two_workers_req_s_on_2_idle_cores": round(two_cap),
+                      "ratio": round(two_cap / one_cap, 2)}
     rh = statistics.median(r["ratio_recommend_over_healthz"] for r in rounds)
     report = {
         "what": "keep-alive GET /v1/recommend, --workers 2 vs 1 (Redis store), alternating "
@@ -187,6 +228,7 @@ def main() -> None:
         "client": client, "conns": args.conns, "duration_s": args.duration,
         "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after,
         "rounds": rounds, "fixed_rate": {"rate": args.rate, **fixed},
+        "projection_from_cpu_time": projection,
         "criteria": {
             "two_over_one_median": {"value": round(ratio, 3), "target": ">= 1.6",
                                     "pass": ratio >= 1.6},
@@ -206,6 +248,13 @@ def main() -> None:
         lines.append(f"| {i + 1} | {r['one_worker']['rps']:.0f} | {r['two_workers']['rps']:.0f} "
                      f"| {r['ratio_two_over_one']:.2f} | {r['one_worker_healthz']['rps']:.0f} | "
                      f"{r['ratio_recommend_over_healthz']:.2f} | {r['loadavg_1m']:.1f} |")
+    if projection:
+        lines += ["", "CPU time per request (median over rounds, two workers): "
+                  f"{projection['cpu_us_per_request_two_workers']} us; one worker's server "
+                  f"{projection['cpu_us_per_request_one_worker_server']} us. On two idle cores "
+                  f"that projects to {projection['one_worker_req_s_on_2_idle_cores']} req/s for "
+                  f"one worker and {projection['two_workers_req_s_on_2_idle_cores']} for two "
+                  f"({projection['ratio']}x): a projection from CPU time, not a measurement."]
     lines += ["", "| criterion | value | target | pass |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['value']} | {v['target']} | {v['pass']} |"
               for k, v in report["criteria"].items()]

@@ -186,3 +186,13 @@ def test_worker_sockets_share_the_port_and_the_connections():
 
     asyncio.run(main())
     assert sum(counts) == 32 and min(counts) >= 4, counts
+
+
+def test_one_reload_at_a_time(make_client, clean_redis, serve_run_v2):
+    a = make_client(store=clean_redis)
+    store = a.app.state.engine.store
+    assert store.lock("reload", "someone-else", 5) is None
+    r = a.post("/admin/reload", json={"run_dir": str(serve_run_v2)})
+    assert r.status_code == 409 and "another reload is in progress" in r.json()["detail"]
+    store.unlock("reload", "someone-else")
+    assert a.post("/admin/reload", json={"run_dir": str(serve_run_v2)}).status_code == 200

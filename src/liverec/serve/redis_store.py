@@ -294,6 +294,21 @@ class RedisStore:
 
         self._call(run)
 
+    def lock(self, name: str, token: str, ttl_s: float) -> str | None:
+        """Take the lock ``name`` for ``ttl_s`` seconds: None if taken, else the holder's
+        token (when another holds it)."""
+        key = self._k("lock", name)
+        if self._call(self._r.set, key, token, nx=True, px=int(ttl_s * 1000)):
+            return None
+        holder = self._call(self._r.get, key)
+        return holder.decode() if holder else "?"
+
+    def unlock(self, name: str, token: str) -> None:
+        """Release ``name`` if ``token`` still holds it."""
+        self._call(self._r.eval, "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                   "return redis.call('DEL', KEYS[1]) end return 0", 1, self._k("lock", name),
+                   token)
+
     def votes(self, tx: str) -> dict[str, dict]:
         raw = self._call(self._r.hgetall, self._k("reload", tx))
         return {k.decode(): json.loads(v) for k, v in raw.items()}

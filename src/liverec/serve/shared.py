@@ -9,8 +9,9 @@ Each process (uvicorn worker or replica) is a *replica* with an id. It:
   others are alive serves the recorded run, not its own command line's;
 - takes part in coordinated reloads, a two-phase commit through Redis:
 
-  1. the replica that received ``POST /admin/reload`` loads and checks the run, then
-     publishes ``prepare`` (tx id, run directory, version);
+  1. the replica that received ``POST /admin/reload`` takes the reload lock (one reload at a
+     time across replicas; a second is refused), loads and checks the run, then publishes
+     ``prepare`` (tx id, run directory, version);
   2. every live replica loads and checks the same run and votes ``ok`` or an error (a
      different version, say: the files differ between machines);
   3. once every live replica voted ok, the coordinator writes the model record and publishes
@@ -18,8 +19,8 @@ Each process (uvicorn worker or replica) is a *replica* with an id. It:
      that does not answer within ``reload_timeout_s``, publishes ``abort``: nobody switches,
      the old model keeps serving, and the caller gets the reason (HTTP 409).
 
-A replica that was cut off from Redis resumes the stream where it stopped, so it misses no
-change (the stream keeps the last ~10,000; a longer gap re-reads the whole catalogue).
+A replica that was cut off from Redis resumes the stream where it stopped, and re-applies the
+whole shared catalogue once it reads again (the stream keeps only the last ~10,000 changes).
 """
 
 from __future__ import annotations
@@ -128,11 +129,17 @@ class SharedState:
     # --- changes --------------------------------------------------------------------------
 
     async def _listen(self) -> None:
+        resync = False
         while True:
             try:
                 rows = await self.store.read_changes(self._after)
+                if resync:  # changes may have been trimmed from the stream meanwhile
+                    for item in await self._run(self.store.items):
+                        await self._run(self.engine.apply_item, item)
+                    resync = False
             except StoreUnavailable as exc:
                 log.debug("change stream: %s", exc)
+                resync = True
                 await asyncio.sleep(0.25)
                 continue
             for entry_id, kind, payload in rows:
@@ -196,11 +203,21 @@ class SharedState:
         """Two-phase reload of every live replica (see the module docstring).
 
         Raises:
-            ArtifactError: this or another replica cannot load the run, or a replica did not
-                answer in time; nobody switched.
+            ArtifactError: this or another replica cannot load the run, a replica did not
+                answer in time, or another reload holds the lock; nobody switched.
         """
-        new = await self._run(ModelHandle, target, self.engine.settings.retriever)
         tx = uuid.uuid4().hex
+        holder = await self._run(self.store.lock, "reload", tx, self.reload_timeout_s + 30)
+        if holder is not None:
+            raise ArtifactError(f"another reload is in progress (transaction {holder}); "
+                                "try again when it has finished")
+        try:
+            return await self._reload(target, tx)
+        finally:
+            await self._run(self.store.unlock, "reload", tx)
+
+    async def _reload(self, target: Path, tx: str) -> tuple[str, str]:
+        new = await self._run(ModelHandle, target, self.engine.settings.retriever)
         payload = {"tx": tx, "run_dir": str(Path(target).resolve()), "version": new.version,
                    "coordinator": self.id}
         await self._run(self.store.vote, tx, self.id, True, "")
