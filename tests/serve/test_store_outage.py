@@ -103,3 +103,45 @@ def test_redis_stopped_is_503_everywhere_then_recovers(serve_run):
                     time.sleep(0.05)
                 assert all(_call(base, *r)[0] == 200 for r in STORE_ROUTES[:4])
                 assert b"liverec_store_up 1.0" in get(base + "/metrics")[2]
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+def test_async_reads_equal_the_blocking_ones(kind, tmp_path, request):
+    """The event-loop reads (astate, aversion, aping) against the blocking reference path."""
+    import asyncio
+    import uuid
+
+    from liverec.serve.stores import Event, MemoryStore, SQLiteStore
+
+    if kind == "memory":
+        store = MemoryStore(max_history=3)
+    elif kind == "sqlite":
+        store = SQLiteStore(tmp_path / "ev.db", max_history=3)
+    else:
+        from liverec.serve.redis_store import RedisStore
+
+        store = RedisStore(request.getfixturevalue("redis_url"), max_history=3,
+                           prefix=f"async-{uuid.uuid4().hex}:")
+    store.append([Event("u", str(i), f"e{i}", float(i)) for i in range(5)])
+
+    async def reads():
+        out = (await store.astate("u"), await store.aversion("u"), await store.astate("nobody"),
+               await store.aping())
+        if hasattr(store, "aclose"):
+            await store.aclose()
+        return out
+
+    for _ in range(2):  # a second event loop gets its own client
+        state, version, empty, ping = asyncio.run(reads())
+        assert state == store.state("u") and version == store.version("u") == 5
+        assert empty == ([], 0) and ping is None
+    store.close()
+
+
+def test_readyz_is_503_while_draining(client):
+    assert client.get("/readyz").status_code == 200
+    client.app.state.draining = True
+    r = client.get("/readyz")
+    assert r.status_code == 503 and "draining" in r.json()["detail"]
+    assert r.headers["retry-after"] == "1"
+    assert client.get("/healthz").status_code == 200
