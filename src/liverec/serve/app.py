@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from liverec.errors import LiverecError
 from liverec.model.recommender import UnknownItemError
+from liverec.serve.errors import StoreUnavailable
 from liverec.serve.fastpath import CachedAnswerMiddleware
 from liverec.serve.limits import BodyLimitMiddleware
 from liverec.serve.metrics import Metrics, MetricsMiddleware
@@ -35,19 +36,30 @@ async def lifespan(app: FastAPI):
     settings: ServeSettings = app.state.settings
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    store = open_store(settings.store_url(), settings.max_history)
+    store = open_store(settings.store_url(), settings.max_history,
+                       timeout_s=settings.store_timeout_s)
     try:
         engine = Engine(settings, store, app.state.metrics)
     except BaseException:
         store.close()
         raise
     app.state.engine = engine
-    app.state.metrics.track_store(lambda: engine.store.stats()["events"])
+    app.state.metrics.track_store(engine.store)
+    if store.shared:
+        from liverec.serve.shared import SharedState
+
+        engine.shared = SharedState(engine)
+        await engine.shared.start()
+    health.install_drain(app, settings.drain_s)
     log.info("serving %s (store %s, retriever %s)", engine.handle.version,
              settings.store_url(), settings.retriever)
     try:
         yield
     finally:
+        if engine.shared is not None:
+            await engine.shared.stop()
+        if hasattr(store, "aclose"):
+            await store.aclose()
         engine.close()
 
 
@@ -78,6 +90,13 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownItemError)
     async def _unknown(request: Request, exc: UnknownItemError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "unknown": exc.unknown[:100]}, status_code=422)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return JSONResponse({"type": "about:blank", "title": "Service Unavailable",
+                             "status": 503, "detail": str(exc)}, status_code=503,
+                            headers={"Retry-After": str(exc.retry_after_s)},
+                            media_type="application/problem+json")
 
     @app.exception_handler(LiverecError)
     async def _liverec(request: Request, exc: LiverecError) -> JSONResponse:

@@ -118,6 +118,7 @@ class Engine:
         self._explainers: weakref.WeakKeyDictionary[ModelHandle, Explainer] = \
             weakref.WeakKeyDictionary()
         self.recent_users: deque[str] = deque(maxlen=200)  # of the latest events (dashboard)
+        self.shared = None  # a liverec.serve.shared.SharedState when replicas share the store
         for item in store.items():
             self._apply_item(self.handle, item)
 
@@ -143,9 +144,13 @@ class Engine:
             parts.append(handle.not_matching(attribute))
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
-    def cached_answer(self, user_id: str, key: object) -> bytes | None:
-        """The cached answer to request ``key`` for the user's current state, or None."""
-        body = self.cache.answer(user_id, self.store.version(user_id), key)
+    async def cached_answer(self, user_id: str, key: object) -> bytes | None:
+        """The cached answer to request ``key`` for the user's current state, or None.
+
+        Raises:
+            StoreUnavailable: the store cannot tell the user's version now (HTTP 503).
+        """
+        body = self.cache.answer(user_id, await self.store.aversion(user_id), key)
         if body is not None:
             self.metrics.cache_hits.inc()
         return body
@@ -161,11 +166,11 @@ class Engine:
         """
         key = key if key is not None else (k, tuple(exclude), exclude_seen, attribute, explain)
         handle, generation = self.handle, self.cache.generation
-        body = self.cached_answer(user_id, key)
+        body = await self.cached_answer(user_id, key)
         if body is not None:
             return body
         self.metrics.cache_misses.inc()
-        history, version = self.store.state(user_id)
+        history, version = await self.store.astate(user_id)
         idx = handle.encode([item for item, _ in history])[0]
         if not len(idx[idx <= handle.n_model]):
             ex = self._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute)
@@ -242,6 +247,8 @@ class Engine:
         """
         handle = self.handle
         unknown = [e["item_id"] for e in events if e["item_id"] not in handle.lookup]
+        if unknown and self.shared is not None:  # added through another replica just now?
+            unknown = self.shared.fetch_items(list(dict.fromkeys(unknown)))
         if unknown:
             raise UnknownItemError(list(dict.fromkeys(unknown)))
         now = time.time()
@@ -339,9 +346,26 @@ class Engine:
         users = list(dict.fromkeys(reversed(self.recent_users)))[:n]
         return [[i for i, _ in self.store.state(u)[0]] for u in users]
 
+    def load_handle(self, target: str | Path, allow_catalogue_change: bool = False
+                    ) -> ModelHandle:
+        """Load and check a run beside the served one (blocking): finite tables and scores on
+        recent users' histories, and the same catalogue unless ``allow_catalogue_change``.
+
+        Raises:
+            ArtifactError: not a loadable run, non-finite tables or scores, or
+                (``CatalogueChangeError``) another catalogue that was not allowed.
+        """
+        new = ModelHandle(Path(target), self.settings.retriever, self.settings.mask_cache_bytes,
+                          self._recent_histories())
+        self._check_catalogue(new, self.handle, allow_catalogue_change)
+        return new
+
     async def reload(self, run_dir: str | Path | None = None,
                      allow_catalogue_change: bool = False) -> tuple[str, str]:
         """Load a model beside the current one, then swap atomically: (old, new) versions.
+
+        With a shared store every replica loads and checks the new run before any switches
+        (:meth:`liverec.serve.shared.SharedState.reload`).
 
         Raises:
             ArtifactError: the directory is not a loadable run, its tables or scores are not
@@ -350,20 +374,32 @@ class Engine:
         """
         async with self._reload_lock:
             target = Path(run_dir) if run_dir else self.handle.run_dir
+            if self.shared is not None:
+                return await self.shared.reload(target, allow_catalogue_change)
             loop = asyncio.get_running_loop()
-            new = await loop.run_in_executor(
-                None, lambda: ModelHandle(target, self.settings.retriever,
-                                          self.settings.mask_cache_bytes,
-                                          self._recent_histories()))
-            await loop.run_in_executor(None, self._check_catalogue, new, self.handle,
-                                       allow_catalogue_change)
-            for item in self.store.items():
+            new = await loop.run_in_executor(None, self.load_handle, target,
+                                             allow_catalogue_change)
+            return await loop.run_in_executor(None, self.install, new)
+
+    def install(self, new: ModelHandle) -> tuple[str, str]:
+        """Give ``new`` the catalogue's added items and swap it in: (old, new) versions.
+
+        In-flight requests keep their old handle. Blocking (reads the store's items)."""
+        for item in self.store.items():
+            self._apply_item(new, item)
+        old, self.handle = self.handle, new
+        for item in self.store.items():  # added while the first pass ran (idempotent)
+            if item["item_id"] not in new.lookup:
                 self._apply_item(new, item)
-            old, self.handle = self.handle, new  # in-flight requests keep their old handle
-            self.cache.clear()
-            self.metrics.reloads.inc()
-            log.info("model %s replaced by %s", old.version, new.version)
-            return old.version, new.version
+        self.cache.clear()
+        self.metrics.reloads.inc()
+        log.info("model %s replaced by %s", old.version, new.version)
+        return old.version, new.version
+
+    def apply_item(self, item: dict) -> None:
+        """Apply a catalogue change made elsewhere (another replica) to the served model."""
+        self._apply_item(self.handle, item)
+        self.cache.clear()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False)

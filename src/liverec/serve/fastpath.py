@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
+from liverec.serve.errors import StoreUnavailable
+
 PATH = "/v1/recommend"
 
 
@@ -38,7 +40,10 @@ class CachedAnswerMiddleware:
             engine = getattr(self.state, "engine", None)
             qs = scope.get("query_string", b"")
             user = user_of(qs) if engine is not None else None
-            body = None if user is None else engine.cached_answer(user, qs)
+            try:
+                body = None if user is None else await engine.cached_answer(user, qs)
+            except StoreUnavailable:
+                body = None  # the route asks again (the breaker answers at once): a 503
             if body is not None:
                 scope["route"] = _RouteLabel
                 await send({"type": "http.response.start", "status": 200,

@@ -30,13 +30,25 @@ class Metrics:
         self.events = Counter("liverec_events", "events received", ["result"], registry=r)
         self.reloads = Counter("liverec_model_reloads", "successful hot-swaps", registry=r)
         self.stored = Gauge("liverec_events_in_store", "events in the store", registry=r)
+        self.store_up = Gauge("liverec_store_up", "1 while the store answers", registry=r)
 
         self.caches: dict[str, Callable[[], dict[str, int]]] = {}
         r.register(_CacheCollector(self.caches))
 
-    def track_store(self, count: Callable[[], int]) -> None:
-        """Report the store's event count at each scrape."""
+    def track_store(self, store) -> None:
+        """Report the store's event count and whether it answers, at each scrape (never an
+        error: a store that cannot answer reads as NaN events and ``up`` 0)."""
+        from liverec.serve.errors import StoreUnavailable
+
+        def count() -> float:
+            try:
+                return float(store.stats()["events"])
+            except StoreUnavailable:
+                return float("nan")
+
+        breaker = getattr(store, "breaker", None)
         self.stored.set_function(count)
+        self.store_up.set_function(lambda: 1.0 if breaker is None or breaker.up else 0.0)
 
     def track_cache(self, name: str, stats: Callable[[], dict[str, int]]) -> None:
         """Report a cache's ``bytes``, ``entries`` and ``evictions`` at each scrape."""

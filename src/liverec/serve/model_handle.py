@@ -36,12 +36,18 @@ log = logging.getLogger(__name__)
 
 
 def model_version(run_dir: Path) -> str:
-    """``<run dir name>@<hash of the weights' size/mtime and config.json>``."""
+    """``<run dir name>@<sha1 of model.safetensors and config.json, 10 hex digits>``.
+
+    From the files' contents (not their times), so replicas on other machines that hold a
+    copy of the same run agree on its version; a retrain that rewrites the files changes it.
+    """
     run_dir = Path(run_dir)
     h = hashlib.sha1()
     for name in ("model.safetensors", "config.json"):
-        st = (run_dir / name).stat()
-        h.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        h.update(f"{name};".encode())
+        with open(run_dir / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     return f"{run_dir.resolve().name}@{h.hexdigest()[:10]}"
 
 

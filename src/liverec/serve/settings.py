@@ -38,6 +38,12 @@ class ServeSettings(BaseSettings):
     batch_window_ms: float = Field(2.0, ge=0, le=100)
     max_batch: int = Field(64, ge=1, le=4096)
     naive: bool = False
+    store_timeout_s: float = Field(0.1, gt=0, le=30, description="socket timeout of each "
+                                   "call to a networked store (Redis); past it the request is "
+                                   "a 503 with Retry-After")
+    drain_s: float = Field(0.0, ge=0, le=300, description="on SIGTERM, answer /readyz 503 "
+                           "this long (a load balancer stops routing here) before shutting "
+                           "down; 0 = shut down at once")
     max_k: int = Field(200, ge=1)
     max_history: int = Field(200, ge=1, description="events kept per user in state and the "
                                                     "longest history POST /v1/recommend takes")

@@ -16,6 +16,13 @@ Event ids are one namespace per store: the same id with the same payload (user, 
 and the timestamp if the client gave one) is a duplicate, stored once; the same id with
 another payload is refused with :class:`~liverec.serve.errors.EventConflict` and nothing of
 that call is stored.
+
+Never stall: the reads of the request path have ``async`` forms (``astate``, ``aversion``,
+``aping``) that never block the event loop; the blocking calls (``append``, ``put_item``,
+``stats``...) are made from worker threads. A store that cannot answer raises
+:class:`~liverec.serve.errors.StoreUnavailable` (HTTP 503) quickly: a shared store uses short
+socket timeouts and a :class:`Breaker` that fails fast while it is down and lets one probe per
+``retry_s`` through, so service resumes by itself once the store is back.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,7 +41,7 @@ from typing import Protocol
 import orjson
 
 from liverec.errors import ConfigError
-from liverec.serve.errors import EventConflict
+from liverec.serve.errors import EventConflict, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +153,73 @@ class EventStore(Protocol):
         """``events`` and ``users`` counts."""
         ...
 
+    async def astate(self, user_id: str) -> tuple[History, int]:
+        """``state`` without blocking the event loop (StoreUnavailable when it cannot answer)."""
+        ...
+
+    async def aversion(self, user_id: str) -> int:
+        """``version`` without blocking the event loop."""
+        ...
+
+    async def aping(self) -> None:
+        """Raise StoreUnavailable unless the store answers now (readiness)."""
+        ...
+
     def close(self) -> None: ...
+
+
+class Breaker:
+    """Fail fast while a store is down; one probe call per ``retry_s`` finds it back.
+
+    ``check()`` before a call (raises StoreUnavailable while down, except for the probe),
+    ``ok()`` after a call that worked, ``fail(exc)`` after one that could not reach the store.
+
+    Args:
+        retry_s: seconds between probes while down.
+        name: what the messages call the store.
+    """
+
+    def __init__(self, retry_s: float = 0.5, name: str = "store") -> None:
+        self.retry_s = retry_s
+        self.name = name
+        self.down_since: float | None = None
+        self.reason = ""
+        self._next_probe = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def up(self) -> bool:
+        return self.down_since is None
+
+    def check(self) -> None:
+        if self.down_since is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            if now >= self._next_probe:
+                self._next_probe = now + self.retry_s  # this call is the probe
+                return
+        raise StoreUnavailable(f"{self.name} unavailable for {now - self.down_since:.1f} s "
+                               f"({self.reason}); retry shortly")
+
+    def ok(self) -> None:
+        if self.down_since is not None:
+            with self._lock:
+                if self.down_since is not None:
+                    log.warning("%s reachable again after %.1f s", self.name,
+                                time.monotonic() - self.down_since)
+                    self.down_since = None
+
+    def fail(self, exc: BaseException) -> StoreUnavailable:
+        """Record the failure; returns the StoreUnavailable to raise."""
+        with self._lock:
+            now = time.monotonic()
+            self.reason = f"{type(exc).__name__}: {exc}"[:200]
+            if self.down_since is None:
+                log.warning("%s unavailable: %s", self.name, self.reason)
+                self.down_since = now
+            self._next_probe = now + self.retry_s
+        return StoreUnavailable(f"{self.name} unavailable ({self.reason}); retry shortly")
 
 
 class MemoryStore:
@@ -217,6 +291,16 @@ class MemoryStore:
 
     def stats(self) -> dict[str, int]:
         return {"events": self._events, "users": len(self._hist)}
+
+    # state lives in this process: the async forms answer at once (a dict lookup)
+    async def astate(self, user_id: str) -> tuple[History, int]:
+        return self.state(user_id)
+
+    async def aversion(self, user_id: str) -> int:
+        return self.version(user_id)
+
+    async def aping(self) -> None:
+        return None
 
     def close(self) -> None:
         return None
@@ -417,8 +501,11 @@ def _event(row: Sequence) -> Event:
     return Event(user, item, event_id, float(ts), type_, bool(client_ts))
 
 
-def open_store(url: str, max_history: int = 200) -> EventStore:
-    """A store from its URL: ``memory://``, ``sqlite:///path.db``, ``redis://host:port/db``."""
+def open_store(url: str, max_history: int = 200, timeout_s: float = 0.1) -> EventStore:
+    """A store from its URL: ``memory://``, ``sqlite:///path.db``, ``redis://host:port/db``.
+
+    ``timeout_s``: socket timeout of a networked store (Redis) per call.
+    """
     if url.startswith("memory://"):
         return MemoryStore(max_history)
     if url.startswith("sqlite:///"):
@@ -429,6 +516,6 @@ def open_store(url: str, max_history: int = 200) -> EventStore:
     if url.startswith(("redis://", "rediss://", "unix://")):
         from liverec.serve.redis_store import RedisStore
 
-        return RedisStore(url, max_history)
+        return RedisStore(url, max_history, timeout_s=timeout_s)
     raise ConfigError(f"unknown store URL {url!r}: use memory://, sqlite:///path.db or "
                       "redis://host:port/db")
