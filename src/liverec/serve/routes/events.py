@@ -7,21 +7,23 @@ import uuid
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
-from liverec.serve.deps import EngineDep, WriteAccess, check_cap
-from liverec.serve.schemas import EventAck, EventIn, EventsOut
+from liverec.serve.deps import EngineDep, check_cap
+from liverec.serve.schemas import EventAck, EventIn, EventsOut, problem_responses
 
-router = APIRouter(prefix="/v1", tags=["events"], dependencies=WriteAccess)
+router = APIRouter(prefix="/v1", tags=["events"])
 
 
-@router.post("/events", response_model=EventsOut)
+@router.post("/events", response_model=EventsOut, responses=problem_responses(
+    409, 503, s409="an event_id already stored with another payload (none stored)"))
 async def post_events(engine: EngineDep, body: EventIn | list[EventIn]) -> EventsOut:
-    """Store events; a repeated ``event_id`` is stored once; unknown items are a 422 (none stored).
+    """Store events; a repeated ``event_id`` with the same payload is stored once, with another
+    payload it is a 409; unknown items are a 422 (none stored in either case).
 
     The answer comes only after the events are in the event log, and the next recommendation
     for each user is computed from a history that includes them.
     """
     events = body if isinstance(body, list) else [body]
-    check_cap("events in one request", len(events), engine.settings.max_events)
+    check_cap("events in one request", len(events), engine.settings.max_events, ("body",))
     rows = [e.model_dump() | {"event_id": e.event_id or uuid.uuid4().hex} for e in events]
     acks = await run_in_threadpool(engine.add_events, rows)
     stored = sum(new for _, new in acks)
