@@ -22,6 +22,7 @@ from starlette.routing import compile_path
 from liverec.errors import LiverecError
 from liverec.model.recommender import UnknownItemError
 from liverec.serve.access import AccessMiddleware, require_access
+from liverec.serve.deps import single_query_values
 from liverec.serve.errors import EventConflict, StoreUnavailable
 from liverec.serve.fastpath import CachedAnswerMiddleware
 from liverec.serve.keys import KeyRing
@@ -92,7 +93,12 @@ _PATH = re.compile(r"(?<![\w.])/[^\s'\"]+(?:/[^\s'\"]*)+")
 
 
 def _scrub(message: str) -> str:
-    return _PATH.sub("<path>", message)
+    def hide(m: re.Match) -> str:
+        path = m.group(0)
+        kept = path.rstrip(":,.;)")
+        return "<path>" + path[len(kept):]
+
+    return _PATH.sub(hide, message)
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
@@ -173,7 +179,7 @@ def create_app(settings: ServeSettings | None = None, **overrides) -> FastAPI:
     elif overrides:
         settings = settings.model_copy(update=overrides)
     app = FastAPI(title="liverec", version="1", lifespan=lifespan,
-                  dependencies=[Depends(require_access)],
+                  dependencies=[Depends(require_access), Depends(single_query_values)],
                   description="Real-time sequential recommendations: fresh per-user state, "
                               "durable events, cached and micro-batched inference, hot-swap.")
     app.state.settings = settings
