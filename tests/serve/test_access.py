@@ -4,8 +4,10 @@ answers. Cases: unauth-personal-data, auth-after-body-parse (../shared/cases/ser
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import signal
 
 import pytest
 
@@ -145,12 +147,28 @@ def test_key_file_is_reread_when_it_changes(make_client, tmp_path, monkeypatch):
     _problem(client.get("/v1/stats"), 401)  # no key left never means open
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP here")
 def test_sighup_rereads_the_key_file(tmp_path):
+    from liverec.serve.app import _reload_keys_on_sighup
+
     path = tmp_path / "keys"
     path.write_text("first-key-0123456789\n")
     ring = KeyRing(path=path)
     path.write_text("second-key-0123456789\n")
-    ring.reload()  # what the SIGHUP handler calls
+
+    async def hup():  # the lifespan installs the handler on the serving loop (main thread)
+        loop = _reload_keys_on_sighup(ring)
+        assert loop is not None
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)
+            for _ in range(100):
+                if ring.scope_of("second-key-0123456789"):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+
+    asyncio.run(hup())
     assert ring.scope_of("second-key-0123456789") == Scope.ADMIN
     assert ring.scope_of("first-key-0123456789") is None
 

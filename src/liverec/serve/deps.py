@@ -44,10 +44,12 @@ def single_query_values(request: Request) -> None:
             raise Invalid(("query", name), f"{name} is given more than once", "repeated")
 
 
-def check_cap(name: str, value: int, limit: int, loc: tuple[str, ...]) -> None:
-    """422 naming the limit when ``value`` is above it (``loc``: where, as in the errors)."""
+def check_cap(name: str, value: int, limit: int, loc: tuple[str, ...] | None = None) -> None:
+    """422 naming the limit when ``value`` is above it (``loc``: where, as in the errors;
+    default ``(name,)``)."""
     if value > limit:
-        raise Invalid(loc, f"{name} is {value}, above the limit of {limit}", "too_large")
+        raise Invalid(loc or (name,), f"{name} is {value}, above the limit of {limit}",
+                      "too_large")
 
 
 def attribute_filter(category: str | None, attribute: str | None,

@@ -3,6 +3,7 @@
 FastAPI's own document is completed here, once per app:
 
 - every error answer is declared ``application/problem+json`` (liverec.serve.problems);
+- optional query parameters are declared without ``null`` (a query string has none);
 - 422 (any route with parameters or a body), 400 and 413 (any route with a body) are declared;
 - caps that come from the settings (``max_k``, ``max_history``, ...) become ``maximum`` /
   ``maxItems`` of the parameters they bound, so a value the schema allows is one the service
@@ -34,6 +35,19 @@ CAPS = [
     ("HistoryRecommendIn", None, "schema", "exclude", "maxItems", "max_exclude"),
     ("/v1/events", "post", "body-array", None, "maxItems", "max_events"),
 ]
+
+
+def _no_null_in_query(op: dict) -> None:
+    """``X | None`` query parameters are declared as ``X``: a query string cannot carry a null
+    (absent is how one leaves it out), and an ``anyOf`` hides that a value is an array."""
+    for p in op.get("parameters", ()):
+        alts = p["schema"].get("anyOf")
+        if p["in"] != "query" or not alts:
+            continue
+        rest = [a for a in alts if a.get("type") != "null"]
+        if len(rest) == 1 and len(rest) < len(alts):
+            schema = {k: v for k, v in p["schema"].items() if k != "anyOf"}
+            p["schema"] = {**rest[0], **schema}
 
 
 def _problem_content(op: dict) -> None:
@@ -74,11 +88,7 @@ def _caps(spec: dict, settings: ServeSettings) -> None:
         elif kind == "query":
             for p in spec["paths"][where][method].get("parameters", ()):
                 if p["name"] == name:
-                    target = p["schema"]
-                    for alt in target.get("anyOf", ()):  # e.g. list[str] | None
-                        if alt.get("type") in ("array", "integer"):
-                            target = alt
-                    target[keyword] = value
+                    p["schema"][keyword] = value
         else:  # a body that is one object or an array of them: cap the array
             body = spec["paths"][where][method]["requestBody"]["content"]["application/json"]
             for alt in body["schema"].get("anyOf", ()):
@@ -118,6 +128,7 @@ def install_openapi(app: FastAPI, settings: ServeSettings) -> None:
                            routes=app.routes)
         for ops in spec["paths"].values():
             for op in ops.values():
+                _no_null_in_query(op)
                 _problem_content(op)
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
         _ensure_models(schemas)
