@@ -94,6 +94,16 @@ def test_no_key_is_401_before_the_body_is_read(keyed, path, body):
     assert keyed.get("/v1/items/z").status_code == 404  # nothing was stored
 
 
+def test_a_proxy_prefix_does_not_open_a_route(make_client):
+    from fastapi.testclient import TestClient
+
+    client = make_client(api_key=KEYS)
+    with TestClient(client.app, root_path="/api") as prefixed:
+        _problem(prefixed.post("/api/v1/events", content=b"{"), 401)  # before the body
+        assert prefixed.get("/api/v1/users/nobody", headers={"X-API-Key": READ}).status_code \
+            == 404
+
+
 def test_open_routes_stay_open(keyed):
     assert keyed.post("/v1/recommend", json={"history": ["3"]}).status_code == 200
     for path in ("/v1/items/3", "/v1/items/3/similar", "/v1/model", "/healthz", "/readyz",

@@ -97,7 +97,10 @@ class AccessMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        found = self.need(scope["method"], scope["path"])
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):  # behind a proxy prefix: route on the rest
+            path = path[len(root):] or "/"
+        found = self.need(scope["method"], path)
         if found is not None:
             template, need = found
             presented = None
