@@ -200,7 +200,7 @@ def reload_under_load(pool, port: int, args, users: list[str]) -> dict:
             await asyncio.sleep(args.duration / (args.reloads + 1))
             status, body = await c.json("POST", "/admin/reload", {"run_dir": str(args.run_dir)})
             versions.append(body.get("model_version") if status == 200 else None)
-            status, body = await c.json("POST", "/admin/reload", {"run_dir": "/no/such/run"})
+            status, body = await c.json("POST", "/admin/reload", {"run_dir": "no-such-run"})
             refused += status == 409
         c.close()
 

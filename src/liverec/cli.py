@@ -188,10 +188,18 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+ARGV_KEY_WARNING = ("liverec: warning: --api-key puts the key in the process arguments, which "
+                    "every local user can read (ps); use LIVEREC_SERVE_API_KEY or --api-key-file")
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from liverec.serve.server import serve
 
+    if args.api_key:
+        print(ARGV_KEY_WARNING, file=sys.stderr)
     extra = {k: v for k, v in (("store", args.store), ("api_key", args.api_key),
+                               ("api_key_file", args.api_key_file),
+                               ("models_root", args.models_root),
                                ("retriever", args.retriever)) if v}
     if args.naive:
         extra["naive"] = True
@@ -284,7 +292,7 @@ def _retrain_once(args: argparse.Namespace, run_dir: Path, events, out: Path, rc
         return report
     print(f"published {out}")
     if args.server:
-        answer = notify_reload(args.server, out, args.api_key)
+        answer = notify_reload(args.server, out, args.server_key)
         print(f"{args.server} now serves {answer.get('model_version')} "
               f"(was {answer.get('previous_version')})")
     return report
@@ -294,7 +302,12 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
     from liverec.retrain import RetrainConfig, latest_version
+    from liverec.serve.keys import client_key
 
+    if args.api_key:
+        print(ARGV_KEY_WARNING, file=sys.stderr)
+    # read before any work: a wrong key file is one line now, not after the fine-tuning
+    args.server_key = client_key(args.api_key, args.api_key_file) if args.server else None
     try:
         rc = RetrainConfig(epochs=args.epochs, lr=args.lr, holdout=args.holdout,
                            min_cases=args.min_cases, replay=not args.no_replay,
@@ -430,7 +443,16 @@ def _add_serve(sub) -> None:
                    help="worker processes (more than one needs --store redis://...)")
     p.add_argument("--store", help="memory://, sqlite:///path.db or redis://host:port/db "
                                    "(default: sqlite:///<run_dir>/../events.db)")
-    p.add_argument("--api-key", help="key that write and admin routes need (X-API-Key)")
+    p.add_argument("--api-key-file", metavar="FILE",
+                   help="API keys, one per line ('KEY' = admin, or 'read:KEY' / 'write:KEY'), "
+                        "re-read when the file changes and on SIGHUP (or "
+                        "LIVEREC_SERVE_API_KEY=KEY[,KEY...]); with keys, reads of a person's "
+                        "data, writes and reload need one")
+    p.add_argument("--api-key", help="a key on the command line: every local user can read "
+                                     "it (ps); prefer LIVEREC_SERVE_API_KEY or --api-key-file")
+    p.add_argument("--models-root", metavar="DIR",
+                   help="POST /admin/reload loads runs inside DIR only (default: RUN_DIR's "
+                        "parent directory)")
     p.add_argument("--retriever", choices=("exact", "hnsw", "ivf"),
                    help="top-k search (default exact; hnsw/ivf for large catalogues)")
     p.add_argument("--naive", action="store_true",
@@ -518,7 +540,11 @@ def _add_retrain(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--server", metavar="URL",
                    help="a running liverec serve to hot-swap (POST /admin/reload)")
-    p.add_argument("--api-key", help="the server's API key (X-API-Key)")
+    p.add_argument("--api-key-file", metavar="FILE",
+                   help="the server's admin key: the first admin key of FILE (default: "
+                        "LIVEREC_SERVE_API_KEY, then LIVEREC_SERVE_API_KEY_FILE)")
+    p.add_argument("--api-key", help="the server's admin key on the command line: every local "
+                                     "user can read it (ps); prefer the variables or the file")
     p.add_argument("--every", type=float, default=0.0, metavar="S",
                    help="repeat every S seconds, each time from the newest published version")
     p.add_argument("--rounds", type=int, default=0, help="with --every: stop after N rounds")

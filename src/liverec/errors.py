@@ -21,3 +21,9 @@ class ArtifactError(LiverecError):
 
 class NonFiniteError(LiverecError):
     """A loss, weight or score is NaN or infinite: a diverged or broken model."""
+
+
+class UnservableModelError(ArtifactError):
+    """A complete run that must not serve: non-finite item rows, user vectors or scores, or a
+    catalogue whose ids would change meaning. The message is safe to show a client once its
+    paths are removed (it names items and counts, never file contents)."""

@@ -43,13 +43,15 @@ def serve_run_v2(serve_run, tmp_path_factory):
 
 
 @pytest.fixture
-def make_client(serve_run):
-    """``make_client(**settings)`` -> a started TestClient (memory store unless given)."""
+def make_client(serve_run, tmp_path_factory):
+    """``make_client(**settings)`` -> a started TestClient (memory store unless given; reload
+    takes runs from anywhere under the session's temporary folder)."""
     clients = []
 
     def make(**overrides) -> TestClient:
         overrides.setdefault("store", "memory://")
         overrides.setdefault("run_dir", serve_run)
+        overrides.setdefault("models_root", tmp_path_factory.getbasetemp())
         client = TestClient(create_app(**overrides))
         client.__enter__()
         clients.append(client)

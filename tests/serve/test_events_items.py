@@ -69,8 +69,8 @@ def test_api_key_guards_write_and_admin_routes(make_client):
         r = client.post(path, json=body, headers={"X-API-Key": "wrong"})
         assert r.status_code == 401
     assert client.post("/v1/events", json=ev, headers={"X-API-Key": "s3cret"}).status_code == 200
-    assert client.get("/v1/recommend", params={"user_id": "u"}).status_code == 200
-    assert client.post("/v1/recommend", json={"history": ["3"]}).status_code == 200
+    assert client.get("/v1/recommend", params={"user_id": "u"}).status_code == 401  # tastes
+    assert client.post("/v1/recommend", json={"history": ["3"]}).status_code == 200  # anonymous
 
 
 def test_health_ready_metrics(client):

@@ -138,7 +138,7 @@ def test_partial_item_update_keeps_the_fields_it_does_not_name(client):
     got = client.get("/v1/items/p/1").json()
     assert (got["title"], got["text"], got["attributes"]) == \
         ("Desk lamp", "a brass lamp", ["family:f2", "brass"])
-    r = client.patch("/v1/items/p/1", json={"attributes": ["family:f3"]})
+    r = client.patch("/v1/items", params={"item_id": "p/1"}, json={"attributes": ["family:f3"]})
     assert r.status_code == 200
     assert (r.json()["title"], r.json()["text"], r.json()["attributes"]) == \
         ("Desk lamp", "a brass lamp", ["family:f3"])

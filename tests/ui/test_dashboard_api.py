@@ -93,3 +93,17 @@ def test_recent_users_newest_first_without_repeats(client):
     client.post("/v1/events", json={"user_id": "d", "item_id": "I002", "event_id": "e1"})
     client.post("/v1/events", json={"user_id": "z", "item_id": "I002", "event_id": "e1"})
     assert client.get("/v1/stats").json()["recent_users"] == ["d", "c", "a", "b"]
+
+
+def test_with_keys_the_page_is_served_but_its_data_needs_a_read_key(dashboard_run):
+    with TestClient(create_app(run_dir=dashboard_run, store="memory://",
+                               api_key="read:dash-reader-0123456789,dash-admin-0123456789")) as c:
+        assert c.get("/ui/").status_code == 200 and c.get("/v1/model").status_code == 200
+        r = c.post("/v1/events", json={"user_id": "a", "item_id": "I001"},
+                   headers={"X-API-Key": "dash-admin-0123456789"})
+        assert r.status_code == 200
+        r = c.get("/v1/stats")
+        assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+        assert '"a"' not in r.text
+        s = c.get("/v1/stats", headers={"X-API-Key": "dash-reader-0123456789"}).json()
+        assert s["recent_users"] == ["a"]

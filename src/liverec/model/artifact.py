@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from liverec.config import ModelConfig, RunConfig, from_dict, to_dict
 from liverec.data.prepare import ItemVocab
-from liverec.errors import ArtifactError
+from liverec.errors import ArtifactError, UnservableModelError
 
 REQUIRED = ("config.json", "model.safetensors", "items.parquet")
 COMPLETE = "complete.json"
@@ -112,7 +112,7 @@ def read_meta(run_dir: Path) -> dict:
         raise ArtifactError(f"{run_dir / 'config.json'}: not valid JSON ({exc})") from None
     broken = (meta.get("compression") or {}).get("broken") if isinstance(meta, dict) else None
     if broken:
-        raise ArtifactError(f"{run_dir}: broken: {broken}; refusing to load it")
+        raise UnservableModelError(f"{run_dir}: broken: {broken}; refusing to load it")
     return meta
 
 
@@ -181,5 +181,6 @@ def load_model(run_dir: Path, check: bool = True
 
         found = score_check(model)
         if not found.ok:
-            raise ArtifactError(f"{run_dir}: broken: {found.describe()}; refusing to load it")
+            raise UnservableModelError(f"{run_dir}: broken: {found.describe()}; "
+                                       "refusing to load it")
     return model, vocab, items.sort("index"), meta

@@ -1,18 +1,14 @@
-"""FastAPI dependencies: the engine, the settings and the API-key check."""
+"""FastAPI dependencies: the engine, the settings and request caps (access: serve/access.py)."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
-from fastapi.security import APIKeyHeader
+from fastapi import Depends, Request
 
 from liverec.serve.engine import Engine
+from liverec.serve.problems import Invalid
 from liverec.serve.settings import ServeSettings
-
-_api_key = APIKeyHeader(name="X-API-Key", auto_error=False,
-                        description="needed on write and admin routes when the service has one")
 
 
 def get_engine(request: Request) -> Engine:
@@ -26,29 +22,40 @@ def get_settings(request: Request) -> ServeSettings:
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
 
+def _list_params(app) -> frozenset[str]:
+    names = getattr(app.state, "list_params", None)
+    if names is None:
+        names = app.state.list_params = frozenset(
+            p["name"] for ops in app.openapi()["paths"].values() for op in ops.values()
+            for p in op.get("parameters", ()) if p["in"] == "query"
+            and "array" in {s.get("type") for s in [p["schema"], *p["schema"].get("anyOf", ())]})
+    return names
 
-def require_api_key(settings: SettingsDep,
-                    key: Annotated[str | None, Depends(_api_key)] = None) -> None:
-    """401 unless the service has no API key or the request's X-API-Key matches it."""
-    if settings.api_key is None:
+
+def single_query_values(request: Request) -> None:
+    """App-wide: a query parameter that takes one value is given at most once (FastAPI would
+    silently keep the last one)."""
+    params = request.query_params
+    if len(params.multi_items()) == len(params):  # each name once (the usual case)
         return
-    expected = settings.api_key.get_secret_value()
-    if key is None or not secrets.compare_digest(key.encode(), expected.encode()):
-        raise HTTPException(401, "missing or wrong API key (send it as the X-API-Key header)",
-                            headers={"WWW-Authenticate": "ApiKey"})
+    lists = _list_params(request.app)
+    for name in params:
+        if name not in lists and len(params.getlist(name)) > 1:
+            raise Invalid(("query", name), f"{name} is given more than once", "repeated")
 
 
-WriteAccess = [Depends(require_api_key)]
-
-
-def check_cap(name: str, value: int, limit: int) -> None:
-    """422 naming the limit when ``value`` is above it."""
+def check_cap(name: str, value: int, limit: int, loc: tuple[str, ...] | None = None) -> None:
+    """422 naming the limit when ``value`` is above it (``loc``: where, as in the errors;
+    default ``(name,)``)."""
     if value > limit:
-        raise HTTPException(422, f"{name} is {value}, above the limit of {limit}")
+        raise Invalid(loc or (name,), f"{name} is {value}, above the limit of {limit}",
+                      "too_large")
 
 
-def attribute_filter(category: str | None, attribute: str | None) -> str | None:
+def attribute_filter(category: str | None, attribute: str | None,
+                     where: str = "query") -> str | None:
     """``category=X`` is shorthand for ``attribute=category:X``; not both at once."""
     if category is not None and attribute is not None:
-        raise HTTPException(422, "give category or attribute, not both")
+        raise Invalid((where, "attribute"), "give category or attribute, not both",
+                      "exclusive")
     return f"category:{category}" if category is not None else attribute

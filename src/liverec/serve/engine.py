@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from liverec.errors import ArtifactError, LiverecError
+from liverec.errors import LiverecError, UnservableModelError
 from liverec.explain import POPULAR_REASON, Explainer
 from liverec.model.recommender import UnknownItemError
 from liverec.serve.batching import MicroBatcher
@@ -55,7 +55,7 @@ class EventTimeError(LiverecError):
     """An event's timestamp is too far in the future (HTTP 422; nothing stored)."""
 
 
-class CatalogueChangeError(ArtifactError):
+class CatalogueChangeError(UnservableModelError):
     """A run's catalogue gives stored item ids another meaning (or lacks them)."""
 
 

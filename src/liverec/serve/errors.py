@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from liverec.errors import LiverecError
+from liverec.errors import ArtifactError, LiverecError
 
 
 class StoreUnavailable(LiverecError):
@@ -39,3 +39,8 @@ class EventConflict(LiverecError):
     def __init__(self, message: str, event_ids: Sequence[str] | None = None) -> None:
         super().__init__(message)
         self.event_ids = list(event_ids or [])
+
+
+class ReloadRefused(ArtifactError):
+    """A coordinated reload was refused (another one holds the lock, or a replica could not
+    load the run): nobody switched. The message is meant for the client (paths removed)."""

@@ -1,9 +1,10 @@
-"""Body-size cap as pure ASGI middleware: 413 with a message, before any parsing."""
+"""Body-size cap as pure ASGI middleware: 413 (problem details), before any parsing."""
 
 from __future__ import annotations
 
-import orjson
 from starlette.exceptions import HTTPException
+
+from liverec.serve.problems import send_problem
 
 
 class _TooLarge(HTTPException):
@@ -11,11 +12,7 @@ class _TooLarge(HTTPException):
 
 
 async def _send_413(send, limit: int) -> None:
-    body = orjson.dumps({"detail": f"request body larger than {limit} bytes"})
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send_problem(send, 413, f"request body larger than {limit} bytes")
 
 
 class BodyLimitMiddleware:

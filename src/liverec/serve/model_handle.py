@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import liverec
-from liverec.errors import ArtifactError
+from liverec.errors import ArtifactError, UnservableModelError
 from liverec.evaluate.protocol import pad_left
 from liverec.model.artifact import read_meta
 from liverec.retrieval import build_retriever
@@ -98,7 +98,7 @@ class ModelHandle:
         rows = self.table[1 : self.n_model + 1]  # (N, D); row 0 is padding, never scored
         bad = np.flatnonzero(~np.isfinite(rows).all(axis=1)) + 1
         if len(bad):
-            raise ArtifactError(
+            raise UnservableModelError(
                 f"{self.run_dir}: {len(bad)} of {self.n_model} item rows are not finite "
                 f"(NaN or inf), e.g. items {[self.ids[i] for i in bad[:5]]}: refused")
         n, t = self.n_model, self.max_len
@@ -113,7 +113,7 @@ class ModelHandle:
                                 f"item table {self.table.shape}")
         scores = u @ rows.T  # (B, N)
         if not (np.isfinite(u).all() and np.isfinite(scores).all()):
-            raise ArtifactError(f"{self.run_dir}: the user vectors or scores of "
+            raise UnservableModelError(f"{self.run_dir}: the user vectors or scores of "
                                 f"{int((~np.isfinite(scores).all(1)).sum())} of {len(hists)} "
                                 "checked histories are not finite (NaN or inf): refused")
 

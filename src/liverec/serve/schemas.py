@@ -6,15 +6,21 @@ checked in the routes with a message naming the limit.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+# JSON Schema's integer: 3 and 3.0, never "3" or true (request bodies are strict)
+JsonInt = Annotated[int, BeforeValidator(
+    lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown fields and values of another JSON type (``true`` for a number,
+    ``"5"`` for an integer) are refused, as the published schema says."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ScoredItem(BaseModel):
@@ -42,7 +48,7 @@ class HistoryRecommendIn(_In):
     """An anonymous session: item ids, oldest first."""
 
     history: list[Id] = Field(description="item ids, oldest first")
-    k: int = Field(10, ge=1)
+    k: JsonInt = Field(10, ge=1)
     exclude: list[Id] = Field(default_factory=list)
     exclude_seen: bool = True
     category: Annotated[str, StringConstraints(max_length=256)] | None = None
@@ -183,3 +189,94 @@ class ExplainOut(BaseModel):
     methods: list[str]
     model_version: str
     events_seen: int
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``); see liverec.serve.problems."""
+
+    type: str = Field(description="about:blank, or urn:liverec:problem:<kind>")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str = Field(description="what went wrong, in one line")
+
+
+class FieldError(BaseModel):
+    loc: list[str] = Field(description="where: query/path/body, then the field")
+    msg: str
+    type: str
+
+
+class ValidationProblem(Problem):
+    """422: the request's values; ``errors`` lists each (unknown item ids also in
+    ``unknown``)."""
+
+    errors: list[FieldError] = Field(min_length=1)
+    unknown: list[str] | None = Field(None, description="unknown item ids (at most 100)")
+
+
+class ConflictProblem(Problem):
+    event_ids: list[str] | None = Field(None, description="events already stored with "
+                                                          "another payload")
+
+
+_PROBLEMS = {
+    400: (Problem, "a value the service cannot use"),
+    401: (Problem, "no API key, or one the service does not know (the service has keys)"),
+    403: (Problem, "the API key's scope is too low, or the run is outside the models root"),
+    404: (Problem, "not found"),
+    409: (ConflictProblem, "conflict: nothing changed"),
+    413: (Problem, "request body too large"),
+    422: (ValidationProblem, "invalid request values (each listed in errors)"),
+    503: (Problem, "the event store is unavailable: retry after Retry-After seconds"),
+}
+
+
+def problem_responses(*codes: int, **descriptions: str) -> dict[int | str, dict]:
+    """``responses=`` for a route: each code's problem model and description (override one
+    with ``s404="unknown user"``)."""
+    out: dict[int | str, dict] = {}
+    for code in codes:
+        model, text = _PROBLEMS[code]
+        out[code] = {"model": model, "description": descriptions.get(f"s{code}", text)}
+    return out
+
+
+class WindowFigures(BaseModel):
+    requests: int
+    requests_per_s: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class StatsFigures(BaseModel):
+    window_s: float | None = Field(description="span of the figures (None: since the start)")
+    api: WindowFigures
+    recommend: WindowFigures
+    cache_lookups: int
+    cache_hit_rate: float | None
+
+
+class StatsOut(BaseModel):
+    """The dashboard's live figures; ``recent_users`` are the users of this process's latest
+    events, newest first (personal data: a read key when the service has keys)."""
+
+    model_config = ConfigDict(extra="allow")  # the store's own counts pass through
+
+    window: StatsFigures
+    total: StatsFigures
+    model_version: str
+    events: int
+    users: int
+    recent_users: list[str]
+
+
+class ModelCardOut(BaseModel):
+    """What the dashboard shows about the served run."""
+
+    model_version: str
+    run: str
+    model: dict[str, Any]
+    data: str | None
+    metrics: dict[str, Any] | None
+    variants: dict[str, dict[str, Any]] | None
+    training_curve: str | None

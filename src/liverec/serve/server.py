@@ -109,16 +109,25 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, worker
         workers: uvicorn worker processes; more than one needs a ``redis://`` store (user
             state must be shared, and an SQLite log is owned by one process).
         graceful_s: on shutdown, in-flight requests get this long to finish.
-        **settings: further :class:`ServeSettings` fields (store, api_key, drain_s, ...).
+        **settings: further :class:`ServeSettings` fields (store, api_key_file, drain_s, ...);
+            the keys are best given by ``LIVEREC_SERVE_API_KEY`` or a key file, never in argv.
+
+    Raises:
+        ConfigError: a setting is wrong (e.g. a key file that does not exist).
     """
     import uvicorn
+    from pydantic import ValidationError
 
     from liverec.serve.app import create_app
     from liverec.serve.settings import ServeSettings
 
     read_meta(Path(run_dir))  # a clear error before anything starts
     settings.setdefault("torch_threads", 1)
-    cfg = ServeSettings(run_dir=Path(run_dir), **settings)
+    try:  # keys come from here, LIVEREC_SERVE_API_KEY or LIVEREC_SERVE_API_KEY_FILE
+        cfg = ServeSettings(run_dir=Path(run_dir), **settings)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'settings'}: "
+                                    f"{e['msg']}" for e in exc.errors())) from None
     opts = {"host": host, "port": port, "log_level": "info", "access_log": False,
             "timeout_graceful_shutdown": graceful_s}
     if workers <= 1:

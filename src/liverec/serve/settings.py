@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,7 +24,17 @@ class ServeSettings(BaseSettings):
     run_dir: Path = Field(description="run directory written by 'liverec train'")
     store: str = Field("", description="memory://, sqlite:///path.db or redis://host:port/db; "
                                        "empty = sqlite:///<run_dir>/../events.db")
-    api_key: SecretStr | None = Field(None, description="required on write/admin routes if set")
+    api_key: SecretStr | None = Field(
+        None, description="API keys separated by commas (rotation), each 'KEY' (admin) or "
+                          "'read:KEY' / 'write:KEY' / 'admin:KEY'; set: reads of a person's "
+                          "data need a read key, writes a write key, reload an admin key "
+                          "(see liverec.serve.keys)")
+    api_key_file: Path | None = Field(
+        None, description="file of API keys, one per line (same forms), re-read when it "
+                          "changes and on SIGHUP")
+    models_root: Path | None = Field(
+        None, description="POST /admin/reload loads only run directories inside it "
+                          "(default: the parent directory of run_dir)")
     retriever: str = Field("exact", description="exact, hnsw or ivf")
     cache: bool = True
     cache_users: int = Field(100_000, ge=0, description="users whose answers are cached (LRU)")
@@ -53,6 +63,21 @@ class ServeSettings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="CORS off when empty")
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads of the model "
                                       "(process-wide; None = leave torch as it is)")
+
+    @model_validator(mode="after")
+    def _check_key_file(self) -> ServeSettings:
+        if self.api_key_file is not None and not Path(self.api_key_file).is_file():
+            raise ValueError(f"api_key_file {self.api_key_file}: no such file")
+        return self
+
+    def keys_enabled(self) -> bool:
+        """Whether routes with a scope need a key (a key setting that holds no key is an
+        error at start, never an open service)."""
+        return self.api_key is not None or self.api_key_file is not None
+
+    def reload_root(self) -> Path:
+        """The directory /admin/reload may load runs from (resolved: symlinks followed)."""
+        return Path(self.models_root or Path(self.run_dir).resolve().parent).resolve()
 
     def store_url(self) -> str:
         """The store URL, defaulting to an SQLite log beside the run directory."""

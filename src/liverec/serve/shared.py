@@ -34,7 +34,7 @@ import uuid
 from pathlib import Path
 
 from liverec.errors import ArtifactError
-from liverec.serve.errors import StoreUnavailable
+from liverec.serve.errors import ReloadRefused, StoreUnavailable
 from liverec.serve.model_handle import ModelHandle
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class SharedState:
         tx = uuid.uuid4().hex
         holder = await self._run(self.store.lock, "reload", tx, self.reload_timeout_s + 30)
         if holder is not None:
-            raise ArtifactError(f"another reload is in progress (transaction {holder}); "
+            raise ReloadRefused(f"another reload is in progress (transaction {holder}); "
                                 "try again when it has finished")
         try:
             return await self._reload(target, tx, allow_catalogue_change)
@@ -237,7 +237,7 @@ class SharedState:
                 await self._run(self.store.publish, "abort", {"tx": tx})
                 why = "; ".join(f"{k}: {v}" for k, v in refused.items()) or \
                     f"no answer in {self.reload_timeout_s:.0f} s from {sorted(missing)}"
-                raise ArtifactError(f"reload aborted on every replica: {why}")
+                raise ReloadRefused(f"reload aborted on every replica: {why}")
             if not missing:
                 break
             await asyncio.sleep(VOTE_POLL_S)

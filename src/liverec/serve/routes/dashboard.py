@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from liverec.serve.deps import EngineDep
+from liverec.serve.schemas import ModelCardOut, StatsOut, problem_responses
 from liverec.serve.stats import StatsWindow
 
 log = logging.getLogger(__name__)
@@ -32,11 +33,12 @@ def add_dashboard(app: FastAPI) -> None:
     app.mount("/ui", StaticFiles(directory=WEB, html=True), name="ui")
 
 
-@router.get("/stats")
+@router.get("/stats", response_model=StatsOut, responses=problem_responses(503))
 async def stats(request: Request, engine: EngineDep) -> dict:
     """Requests/s, latency p50/p99 (all API routes; recommend) and the cache hit rate over the
     last ~10 s (``window``) and since the start (``total``), from the service's own metrics;
-    the users of this process's latest events, newest first."""
+    the users of this process's latest events, newest first (who was active: with keys, a
+    read key)."""
     out = await run_in_threadpool(request.app.state.stats.read)
     store = await run_in_threadpool(engine.store.stats)
     recent = list(dict.fromkeys(reversed(engine.recent_users)))[:RECENT_USERS]
@@ -83,7 +85,7 @@ def model_card(run_dir: Path) -> dict:
     return card
 
 
-@router.get("/model")
+@router.get("/model", response_model=ModelCardOut)
 async def model(engine: EngineDep) -> dict:
     """The served model's card (from its run directory)."""
     handle = engine.handle
@@ -91,7 +93,9 @@ async def model(engine: EngineDep) -> dict:
     return {"model_version": handle.version, **card}
 
 
-@router.get(f"/model/{CURVE}", response_class=FileResponse)
+@router.get(f"/model/{CURVE}", response_class=FileResponse, responses={
+    200: {"content": {"image/png": {}}, "description": "the training curve (PNG)"},
+    **problem_responses(404, s404="this run has no training curve")})
 async def training_curve(engine: EngineDep) -> FileResponse:
     """The training curve image of the served run."""
     path = engine.handle.run_dir / CURVE

@@ -11,21 +11,22 @@ from fastapi.concurrency import run_in_threadpool
 
 from liverec.explain import ExplainError
 from liverec.serve.deps import EngineDep
-from liverec.serve.schemas import ExplainOut
+from liverec.serve.problems import Invalid
+from liverec.serve.schemas import ExplainOut, problem_responses
 
 router = APIRouter(prefix="/v1", tags=["explain"])
 Id = Annotated[str, Query(min_length=1, max_length=256)]
 
 
 @router.get("/explain", response_model=ExplainOut,
-            responses={404: {"description": "unknown user or item"},
-                       422: {"description": "the user's history has no item the model knows"}})
+            responses=problem_responses(404, 503, s404="unknown user or item"))
 async def explain(engine: EngineDep, user_id: Id, item_id: Id,
                   ig: Annotated[bool, Query(description="add integrated gradients")] = False,
                   attention: Annotated[bool, Query(description="add attention weights (a "
                                                    "secondary view)")] = False) -> ExplainOut:
     """Which history items drove the item's score (leave-one-out deletion, one batched forward
     pass), the attributes and similar items it shares with the history, and a one-line reason.
+    422 when the user's history has no item the model knows.
     """
     handle = engine.handle
     item = handle.lookup.get(item_id)
@@ -40,6 +41,6 @@ async def explain(engine: EngineDep, user_id: Id, item_id: Id,
         (e,) = await loop.run_in_executor(engine.executor, lambda: engine.explainer(
             handle).explain_indices(idx, np.array([item]), ig=ig, attention=attention))
     except ExplainError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise Invalid(("query", "user_id"), str(exc), "no_known_item") from None
     return ExplainOut(user_id=user_id, model_version=handle.version, events_seen=version,
                       **e.to_dict())

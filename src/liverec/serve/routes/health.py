@@ -14,21 +14,19 @@ import threading
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from liverec.serve.errors import StoreUnavailable
-from liverec.serve.schemas import Health, Ready
+from liverec.serve.problems import problem_response
+from liverec.serve.schemas import Health, Ready, problem_responses
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 _OK = b'{"status":"ok"}'
 
 
-def _not_ready(detail: str) -> JSONResponse:
-    return JSONResponse({"type": "about:blank", "title": "Service Unavailable", "status": 503,
-                         "detail": detail}, status_code=503, headers={"Retry-After": "1"},
-                        media_type="application/problem+json")
+def _not_ready(detail: str, kind: str | None = None) -> Response:
+    return problem_response(503, detail, kind, headers={"Retry-After": "1"})
 
 
 @router.get("/healthz", response_model=Health)
@@ -37,7 +35,9 @@ async def healthz() -> Response:
     return Response(_OK, media_type="application/json")
 
 
-@router.get("/readyz", response_model=Ready, responses={503: {"description": "not ready"}})
+@router.get("/readyz", response_model=Ready,
+            responses=problem_responses(503, s503="not ready: no model loaded or the store "
+                                                  "does not answer"))
 async def readyz(request: Request):
     """Readiness: a model is loaded, the store answers and the process is not draining."""
     engine = getattr(request.app.state, "engine", None)
@@ -48,12 +48,15 @@ async def readyz(request: Request):
     try:
         await engine.store.aping()
         stats = await run_in_threadpool(engine.store.stats)
-    except StoreUnavailable as exc:
-        return _not_ready(f"store not reachable: {exc}")
+    except Exception as exc:  # any store failure means not ready (logged, not answered)
+        log.warning("readyz: store not reachable: %s", exc)
+        return _not_ready("store not reachable", "store-unavailable")
     return Ready(status="ready", model_version=engine.handle.version, **stats)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", response_class=Response, responses={200: {
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+    "description": "Prometheus text format"}})
 async def metrics(request: Request) -> Response:
     """Prometheus text format (the store's figures read NaN while it is down, never a 500)."""
     data = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)

@@ -10,19 +10,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.concurrency import run_in_threadpool
 
-from liverec.serve.deps import EngineDep, check_cap, require_api_key
-from liverec.serve.schemas import ItemAddOut, ItemIn, ItemOut, ItemPatch, ScoredItem, SimilarOut
+from liverec.serve.deps import EngineDep, check_cap
+from liverec.serve.schemas import (
+    ItemAddOut,
+    ItemIn,
+    ItemOut,
+    ItemPatch,
+    ScoredItem,
+    SimilarOut,
+    problem_responses,
+)
 
 router = APIRouter(prefix="/v1", tags=["items"])
 ItemId = Annotated[str, Path(min_length=1, max_length=256)]
 ItemIdQuery = Annotated[str, Query(min_length=1, max_length=256)]
-NOT_FOUND = {404: {"description": "unknown item id"}}
+UNKNOWN = problem_responses(404, s404="unknown item id")
 
 
-@router.post("/items", response_model=ItemAddOut, dependencies=[Depends(require_api_key)])
+@router.post("/items", response_model=ItemAddOut, responses=problem_responses(503))
 async def add_item(engine: EngineDep, item: ItemIn) -> ItemAddOut:
     """Add an item (recommendable at once, no retraining) or update a known item's details.
 
@@ -34,10 +42,23 @@ async def add_item(engine: EngineDep, item: ItemIn) -> ItemAddOut:
     return ItemAddOut(item_id=item.item_id, index=idx, created=created, vector_source=source)
 
 
-@router.patch("/items/{item_id:path}", response_model=ItemOut, responses=NOT_FOUND,
-              dependencies=[Depends(require_api_key)])
+@router.patch("/items/{item_id}", response_model=ItemOut,
+              responses=problem_responses(404, 503, s404="unknown item id"))
 async def patch_item(engine: EngineDep, item_id: ItemId, patch: ItemPatch) -> ItemOut:
-    """Change the named fields of a known item; the others keep their values."""
+    """Change the named fields of a known item; the others keep their values. An id with a
+    '/' is changed through ``PATCH /v1/items?item_id=...``."""
+    return await _patch(engine, item_id, patch)
+
+
+@router.patch("/items", response_model=ItemOut,
+              responses=problem_responses(404, 503, s404="unknown item id"))
+async def patch_item_by_query(engine: EngineDep, item_id: ItemIdQuery,
+                              patch: ItemPatch) -> ItemOut:
+    """Change the named fields of a known item (the id as a query parameter, for any id)."""
+    return await _patch(engine, item_id, patch)
+
+
+async def _patch(engine, item_id: str, patch: ItemPatch) -> ItemOut:
     _index(engine, item_id)
     fields = {k: v for k, v in patch.model_dump(exclude_unset=True).items() if v is not None}
     await run_in_threadpool(engine.add_item, fields | {"item_id": item_id})
@@ -59,7 +80,7 @@ def _item(engine, item_id: str) -> ItemOut:
 
 
 async def _similar(engine, item_id: str, k: int) -> SimilarOut:
-    check_cap("k", k, engine.settings.max_k)
+    check_cap("k", k, engine.settings.max_k, ("query", "k"))
     h = engine.handle
     idx = _index(engine, item_id)
     q = h.table[idx : idx + 1]  # (1, D)
@@ -69,27 +90,27 @@ async def _similar(engine, item_id: str, k: int) -> SimilarOut:
     return SimilarOut(item_id=item_id, items=items, model_version=h.version)
 
 
-@router.get("/items", response_model=ItemOut, responses=NOT_FOUND)
+@router.get("/items", response_model=ItemOut, responses=UNKNOWN)
 async def get_item_by_query(engine: EngineDep, item_id: ItemIdQuery) -> ItemOut:
     """An item's details (the id as a query parameter)."""
     return _item(engine, item_id)
 
 
-@router.get("/similar", response_model=SimilarOut, responses=NOT_FOUND)
+@router.get("/similar", response_model=SimilarOut, responses=UNKNOWN)
 async def similar_by_query(engine: EngineDep, item_id: ItemIdQuery,
                            k: Annotated[int, Query(ge=1)] = 10) -> SimilarOut:
     """Items most similar to one (the id as a query parameter)."""
     return await _similar(engine, item_id, k)
 
 
-@router.get("/items/{item_id:path}/similar", response_model=SimilarOut, responses=NOT_FOUND)
+@router.get("/items/{item_id:path}/similar", response_model=SimilarOut, responses=UNKNOWN)
 async def similar_items(engine: EngineDep, item_id: ItemId,
                         k: Annotated[int, Query(ge=1)] = 10) -> SimilarOut:
     """Items whose output vectors have the largest inner product with this item's."""
     return await _similar(engine, item_id, k)
 
 
-@router.get("/items/{item_id:path}", response_model=ItemOut, responses=NOT_FOUND)
+@router.get("/items/{item_id:path}", response_model=ItemOut, responses=UNKNOWN)
 async def get_item(engine: EngineDep, item_id: ItemId) -> ItemOut:
     """An item's details and training popularity."""
     return _item(engine, item_id)

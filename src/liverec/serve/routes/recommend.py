@@ -5,19 +5,23 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from liverec.serve.deps import EngineDep, attribute_filter, check_cap
-from liverec.serve.schemas import HistoryRecommendIn, RecommendOut
+from liverec.serve.schemas import HistoryRecommendIn, RecommendOut, problem_responses
 
 router = APIRouter(prefix="/v1", tags=["recommend"])
 
 
-class JSONBytes(Response):
-    media_type = "application/json"
+class JSONBytes(JSONResponse):
+    """A JSON answer the engine already serialised (bytes pass through unchanged)."""
+
+    def render(self, content) -> bytes:
+        return content if isinstance(content, bytes) else super().render(content)
 
 
-@router.get("/recommend", response_model=RecommendOut, response_class=JSONBytes)
+@router.get("/recommend", response_model=RecommendOut, response_class=JSONBytes,
+            responses=problem_responses(503))
 async def recommend_user(
     engine: EngineDep,
     request: Request,
@@ -29,11 +33,13 @@ async def recommend_user(
     attribute: Annotated[str | None, Query(max_length=256)] = None,
     explain: Annotated[bool, Query(description="add each item's title and reason")] = False,
 ) -> Response:
-    """Top-k for a user from their stored events (popular items for an unknown user)."""
+    """Top-k for a user from their stored events (popular items for an unknown user).
+
+    The answer reveals the user's tastes: with keys, it needs a read key."""
     s = engine.settings
-    check_cap("k", k, s.max_k)
+    check_cap("k", k, s.max_k, ("query", "k"))
     if exclude:
-        check_cap("exclude", len(exclude), s.max_exclude)
+        check_cap("exclude", len(exclude), s.max_exclude, ("query", "exclude"))
     body = await engine.recommend_user(user_id, k, exclude or (), exclude_seen,
                                        attribute_filter(category, attribute),
                                        key=request.scope.get("query_string", b""),
@@ -43,12 +49,14 @@ async def recommend_user(
 
 @router.post("/recommend", response_model=RecommendOut, response_class=JSONBytes)
 async def recommend_history(engine: EngineDep, req: HistoryRecommendIn) -> Response:
-    """Top-k for an anonymous session's history; unknown item ids are a 422 naming them."""
+    """Top-k for an anonymous session's history (open: it reveals nothing stored); unknown
+    item ids are a 422 naming them."""
     s = engine.settings
-    check_cap("k", req.k, s.max_k)
-    check_cap("history length", len(req.history), s.max_history)
-    check_cap("exclude", len(req.exclude), s.max_exclude)
+    check_cap("k", req.k, s.max_k, ("body", "k"))
+    check_cap("history length", len(req.history), s.max_history, ("body", "history"))
+    check_cap("exclude", len(req.exclude), s.max_exclude, ("body", "exclude"))
     body = await engine.recommend_history(req.history, req.k, req.exclude, req.exclude_seen,
-                                          attribute_filter(req.category, req.attribute),
+                                          attribute_filter(req.category, req.attribute,
+                                                           "body"),
                                           req.unknown == "ignore", req.explain)
     return JSONBytes(body)

@@ -195,7 +195,7 @@ async function pollStats() {
     $("model-version").textContent = s.model_version;
     showActive(s.recent_users || []);
   } catch (e) {
-    $("stat-rps").textContent = "offline";
+    $("stat-rps").textContent = e.status === 401 || e.status === 403 ? "key needed" : "offline";
   }
 }
 
