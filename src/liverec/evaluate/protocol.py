@@ -317,13 +317,22 @@ def evaluate_model(
 class DeviceCases:
     """One stage's cases prepared once for ``evaluate_on_device`` (the fast path).
 
+    The cases are stored sorted by history length (stable), so that a batch of them needs only
+    its longest history's columns: the model does no work on padding it can avoid (positions
+    count from the right edge of the max_len window, so trimming left padding changes nothing
+    but the amount of work). Metrics do not depend on the order; ``rank_on_device`` returns
+    its per-case arrays in the original order.
+
     Attributes:
-        seqs: (C, T) int64 left-padded model inputs on the device.
-        targets: (C,) int64 on the device.
+        seqs: (C, T) int64 left-padded model inputs on the device, in sorted order.
+        targets: (C,) int64 on the device, sorted order.
         cell_rows, cell_cols: (E,) int64 on the device, every (case, item) history cell (the
-            full history, as ``mask_seen`` masks it), case-major.
-        offsets: (C + 1,) host int64, case c's cells are ``cell_*[offsets[c]:offsets[c + 1]]``.
-        repeats: (C,) host bool, the target is in the history (``repeat_targets``).
+            full history, as ``mask_seen`` masks it), rows in sorted order, case-major.
+        offsets: (C + 1,) host int64, sorted case c's cells are ``cell_*[offsets[c]:offsets[c+1]]``.
+        widths: (C,) host int64, columns sorted case c needs (its history length, 1 to T).
+        order: (C,) host int64, sorted position -> original case index.
+        repeats: (C,) host bool, the target is in the history (``repeat_targets``), original
+            order.
         n_items: catalogue size N.
     """
 
@@ -332,6 +341,8 @@ class DeviceCases:
     cell_rows: torch.Tensor
     cell_cols: torch.Tensor
     offsets: np.ndarray
+    widths: np.ndarray
+    order: np.ndarray
     repeats: np.ndarray
     n_items: int
 
@@ -346,12 +357,16 @@ class DeviceCases:
                    max_len: int, device: torch.device | str = "cpu") -> DeviceCases:
         device = torch.device(device)
         targets = np.asarray(targets, dtype=np.int64)
-        rows, cols = _history_cells(histories)
-        offsets = np.zeros(len(histories) + 1, dtype=np.int64)
-        np.cumsum([len(h) for h in histories], out=offsets[1:])
-        return cls(torch.from_numpy(pad_left(histories, max_len)).to(device),
-                   torch.from_numpy(targets).to(device), torch.from_numpy(rows).to(device),
+        lengths = np.array([len(h) for h in histories], dtype=np.int64)
+        order = np.argsort(lengths, kind="stable")
+        hist = [histories[i] for i in order]
+        rows, cols = _history_cells(hist)
+        offsets = np.zeros(len(hist) + 1, dtype=np.int64)
+        np.cumsum(lengths[order], out=offsets[1:])
+        return cls(torch.from_numpy(pad_left(hist, max_len)).to(device),
+                   torch.from_numpy(targets[order]).to(device), torch.from_numpy(rows).to(device),
                    torch.from_numpy(cols).to(device), offsets,
+                   np.clip(lengths[order], 1, max_len), order,
                    repeat_targets(histories, targets), n_items)
 
 
@@ -362,7 +377,10 @@ def rank_on_device(model: torch.nn.Module, cases: DeviceCases, top_k: int = 20,
     Same rules and the same helpers (``target_ranks``, ``top_items``) as the reference path
     ``rank_targets(model_score_fn(...))``; scores, masks, ranks and top lists stay on the
     device and come back in one transfer at the end. ``model.score`` must accept (B, T)
-    sequences on that device.
+    sequences on that device (T = the batch's longest history, at most max_len).
+
+    Returns:
+        Ranked, its arrays in the original case order.
     """
     n_cases = len(cases.repeats)
     dev = cases.seqs.device
@@ -373,16 +391,19 @@ def rank_on_device(model: torch.nn.Module, cases: DeviceCases, top_k: int = 20,
         for a in range(0, n_cases, batch_size):
             b = min(a + batch_size, n_cases)
             tgt = cases.targets[a:b]
-            raw = model.score(cases.seqs[a:b]).float()  # (B, N + 1)
+            width = int(cases.widths[b - 1])  # sorted: the batch's longest history
+            raw = model.score(cases.seqs[a:b, -width:]).float()  # (B, N + 1)
             non_finite[a:b] = ~torch.isfinite(raw.gather(1, tgt[:, None]))[:, 0]
             raw[:, 0] = float("-inf")  # padding, then every history cell (mask_seen)
             lo, hi = int(cases.offsets[a]), int(cases.offsets[b])
             raw[cases.cell_rows[lo:hi] - a, cases.cell_cols[lo:hi]] = float("-inf")
             ranks[a:b] = target_ranks(raw, tgt)
             tops[a:b] = top_items(raw, top_k)
+    back = np.empty_like(cases.order)
+    back[cases.order] = np.arange(len(cases.order))  # original case -> sorted position
     repeats = cases.repeats
-    return Ranked(ranks.cpu().numpy(), tops.cpu().numpy(), repeats,
-                  non_finite.cpu().numpy() & ~repeats)
+    return Ranked(ranks.cpu().numpy()[back], tops.cpu().numpy()[back], repeats,
+                  non_finite.cpu().numpy()[back] & ~repeats)
 
 
 def evaluate_on_device(model: torch.nn.Module, cases: DeviceCases,
