@@ -237,7 +237,7 @@ def fit(model: torch.nn.Module, prepared: Prepared, tc: TrainConfig, epochs: int
     Returns:
         {"epochs": [...], "best_epoch": int, "best_valid": metrics, "stopped": "" or why it
         ended early (a non-finite step or epoch, early stopping, the time budget),
-        "skipped_steps": int}.
+        "skipped_steps": int, "time_to_best_s" and "wall_s" (seconds from the first epoch)}.
 
     Raises:
         ConfigError: ``train.monitor`` is not among ``ks``, or an unknown device.
@@ -285,7 +285,8 @@ def fit(model: torch.nn.Module, prepared: Prepared, tc: TrainConfig, epochs: int
     model.to(home)
     model.eval()
     return {"epochs": r.epochs, "best_epoch": r.best_epoch, "best_valid": r.best_valid,
-            "stopped": stopped, "skipped_steps": r.skipped_steps}
+            "stopped": stopped, "skipped_steps": r.skipped_steps,
+            "time_to_best_s": r.time_to_best_s, "wall_s": r.wall_s}
 
 
 @dataclass
