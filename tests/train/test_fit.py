@@ -119,3 +119,45 @@ def test_device_batches_match_the_host_gather(known_answer_data):
         assert weight == 1.0 and n == len(idx)
         assert np.array_equal(batch["input"].numpy(), b.inputs[idx, -width:])
         assert np.array_equal(batch["target"].numpy(), b.targets[idx, -width:])
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam"])
+def test_fused_optimiser_step_matches_the_plain_one(tiny_model_config, name):
+    """build_optimizer's fused Adam/AdamW (CPU and CUDA) == torch's per-tensor step."""
+    from liverec.train.optim import build_optimizer, can_fuse, param_groups
+
+    torch.manual_seed(0)
+    a = build_model(tiny_model_config)
+    b = build_model(tiny_model_config)
+    b.load_state_dict(a.state_dict())
+    tc = dataclasses.replace(TC, optimizer=name, weight_decay=0.01)
+    fused = build_optimizer(a, tc)
+    assert can_fuse(a) and fused.defaults["fused"]
+    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    groups = param_groups(b, tc.weight_decay)
+    if name == "adam":
+        for g in groups:
+            g["weight_decay"] = g["weight_decay"] and tc.weight_decay
+    plain = cls(groups, lr=tc.lr, betas=(0.9, 0.98), foreach=False)
+    for step in range(3):
+        for model, opt in ((a, fused), (b, plain)):
+            torch.manual_seed(step)
+            for p in model.parameters():
+                p.grad = torch.randn_like(p)
+            opt.step()
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.allclose(x, y, atol=1e-6, rtol=1e-5), k
+
+
+def test_bf16_autocast_loss_agrees_with_fp32(tiny_model_config, known_answer_data):
+    """train.bf16 (autocast) computes the same training loss as fp32 eager, within bf16
+    rounding, on the same batch."""
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(tiny_model_config,
+                                            n_items=known_answer_data.vocab.n_items)).eval()
+    batch = next(iter(TrainBatches(known_answer_data.train_sequences(), 16, 64, seed=0)))
+    with torch.no_grad():
+        fp32 = float(model(batch))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = float(model(batch))
+    assert abs(bf16 - fp32) <= 0.02 * abs(fp32)
