@@ -166,11 +166,13 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--modes", default="fp32,bf16,bf16+compile")
     ap.add_argument("--epochs", type=int, default=None, help="default: the config's")
-    ap.add_argument("--mode-budget-s", type=float, default=75.0)
+    ap.add_argument("--mode-budget-s", type=float, default=70.0)
     ap.add_argument("--eval-batch", type=int, default=8192)
     ap.add_argument("--max-users", type=int, default=0, help="first N users only (dry runs)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--check-prep", action="store_true")
+    ap.add_argument("--breakdown-epochs", type=int, default=1,
+                    help="epochs of the per-phase breakdown (train_breakdown.py), fp32; 0 = none")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/gpu_beauty"))
     args = ap.parse_args()
     stubbed = stub_missing_modules()
@@ -189,6 +191,14 @@ def main() -> None:
     prep_check = check_prep(prepared, args.max_users) if args.check_prep else "not run"
     gpu = (torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device != "cpu"
            else "cpu")
+    breakdown = []
+    if args.breakdown_epochs:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from train_breakdown import instrumented_epochs
+
+        bcfg = dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, device=args.device, progress=False))
+        breakdown = instrumented_epochs(bcfg, prepared, args.breakdown_epochs)
     modes = []
     for mode in args.modes.split(","):
         modes.append(run_mode(cfg, prepared, mode.strip(), args.device, epochs,
@@ -198,7 +208,7 @@ def main() -> None:
                "epochs": epochs, "max_users": args.max_users, "data": prepared.stats,
                "prep_s": prep_s, "prep_check": prep_check, "stubbed_modules": stubbed,
                "mode_budget_s": args.mode_budget_s, "eval_batch": args.eval_batch,
-               "modes": modes}
+               "breakdown_fp32": breakdown, "modes": modes}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -233,6 +243,16 @@ def render(p: dict) -> str:
                      f"{'not reached' if t is None else f'{t:.1f}'} | "
                      f"{m['time_to_best_s']:.1f} | {m['test']['ndcg@10']:.4f} | "
                      f"{m['test']['hr@10']:.4f} | {m['stopped']} |")
+    if p["breakdown_fp32"]:
+        lines += ["", "Per-phase breakdown of an fp32 epoch (benchmarks/train_breakdown.py; each "
+                  "phase ends with a device synchronisation):", "",
+                  "| epoch | data | forward | backward | optimiser | validation | total (s) |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in p["breakdown_fp32"]:
+            w = r["phases_wall_s"]
+            lines.append(f"| {r['epoch']} | {w['data']:.2f} | {w['forward']:.2f} | "
+                         f"{w['backward']:.2f} | {w['optimiser']:.2f} | {w['validation']:.2f} | "
+                         f"{r['wall_s']:.2f} |")
     lines += ["", "Times count from the first training step of each mode (the epoch-0 "
               "evaluation before it excluded); the first epoch includes warm-up and, with "
               "compile, compilation. Every epoch's figures are in the JSON."]

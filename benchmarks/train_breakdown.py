@@ -31,10 +31,9 @@ from pathlib import Path
 import torch
 
 from liverec.config import apply_overrides, load_config
-from liverec.data.pipeline import load_and_prepare
 from liverec.evaluate import protocol
 from liverec.train import batches as batches_mod
-from liverec.train.loop import train
+from liverec.train.loop import fit_device, train
 from liverec.train.optim import build_optimizer, build_schedule
 from liverec.train.setup import build_for_training
 
@@ -66,8 +65,7 @@ class Clock:
 def instrumented_epochs(cfg, prepared, epochs: int) -> list[dict]:
     """Epochs of the loop's work with each phase timed (the library's current pieces)."""
     tc = cfg.train
-    device = torch.device(tc.device if tc.device != "auto" else
-                          ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = fit_device(tc)
     torch.manual_seed(tc.seed)
     with tempfile.TemporaryDirectory() as tmp:
         cfg, model, _ = build_for_training(cfg, prepared, Path(tmp))
@@ -154,6 +152,8 @@ def main() -> None:
     ap.add_argument("--label", default="before")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
+    from liverec.data.pipeline import load_and_prepare  # (gpu_check.py imports this file)
+
     torch.set_num_threads(args.threads)
     cfg = apply_overrides(load_config(args.config),
                           [f"data.source={json.dumps(args.data)}", f"train.epochs={args.epochs}",
