@@ -16,6 +16,11 @@ Two measurements, both on the configured device (train.device, default cpu):
 The machine is shared: the 1-minute load average is recorded before and after, and the CPU time
 and the shares of each phase are the figures to compare between runs.
 Writes benchmarks/results/train_breakdown_<label>.{json,md}.
+
+    python benchmarks/train_breakdown.py --compare before_cpu after_cpu
+
+puts two such results side by side (mean CPU seconds per epoch and phase) in
+benchmarks/results/train_breakdown_<before>_vs_<after>.md.
 """
 
 from __future__ import annotations
@@ -151,7 +156,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--label", default="before")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
     args = ap.parse_args()
+    if args.compare:
+        compare(*args.compare)
+        return
     from liverec.data.pipeline import load_and_prepare  # (gpu_check.py imports this file)
 
     torch.set_num_threads(args.threads)
@@ -175,6 +184,41 @@ def main() -> None:
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     stem.with_suffix(".md").write_text(render(payload))
     print(render(payload))
+
+
+def compare(before: str, after: str) -> None:
+    """Mean CPU seconds per epoch and phase of two results, side by side."""
+    b, a = (json.loads((OUT / f"train_breakdown_{x}.json").read_text()) for x in (before, after))
+
+    def mean_phase(p: dict, ph: str) -> float:
+        return sum(r["phases_cpu_s"][ph] for r in p["instrumented"]) / len(p["instrumented"])
+
+    def mean_total(p: dict) -> float:
+        return sum(r["cpu_s"] for r in p["instrumented"]) / len(p["instrumented"])
+
+    lines = [f"# Training breakdown: {before} vs {after} (CPU seconds per epoch, mean of "
+             f"{len(b['instrumented'])} and {len(a['instrumented'])} epochs)", "",
+             f"load average (1 min) during {before}: {b['loadavg_before'][0]:.2f} -> "
+             f"{b['loadavg_after'][0]:.2f}; during {after}: {a['loadavg_before'][0]:.2f} -> "
+             f"{a['loadavg_after'][0]:.2f}. Process CPU time, one thread.", "",
+             f"| phase | {before} CPU s | {after} CPU s | {after} / {before} |",
+             "|---|---|---|---|"]
+    for ph in PHASES:
+        x, y = mean_phase(b, ph), mean_phase(a, ph)
+        lines.append(f"| {ph} | {x:.2f} | {y:.2f} | {y / x if x else float('nan'):.2f} |")
+    x, y = mean_total(b), mean_total(a)
+    lines.append(f"| **epoch** | {x:.2f} | {y:.2f} | {y / x:.2f} |")
+    rb, ra = b["real_loop"], a["real_loop"]
+    lines += ["", "The real loop (train(), whole run of "
+              f"{len(rb['epochs'])} epochs): CPU {rb['cpu_s']:.1f} s -> {ra['cpu_s']:.1f} s "
+              f"({ra['cpu_s'] / rb['cpu_s']:.2f}); wall {rb['wall_s']:.1f} s -> "
+              f"{ra['wall_s']:.1f} s (wall depends on the other jobs); validation "
+              f"{rb['valid_s']:.1f} s -> {ra['valid_s']:.1f} s wall; valid NDCG@10 per epoch "
+              f"{[round(e['valid_ndcg@10'], 4) for e in rb['epochs']]} -> "
+              f"{[round(e['valid_ndcg@10'], 4) for e in ra['epochs']]}."]
+    path = OUT / f"train_breakdown_{before}_vs_{after}.md"
+    path.write_text("\n".join(lines) + "\n")
+    print(path.read_text())
 
 
 def render(p: dict) -> str:
