@@ -137,12 +137,12 @@ class _StopNonFinite(str):
     """A stop reason (broadcast from rank 0) that every rank turns into NonFiniteError."""
 
 
-class NonFiniteStep(NonFiniteError):
-    """A NaN/inf loss or gradient norm at ``epoch``/``step`` under ``train.nonfinite="stop"``."""
-
-    def __init__(self, message: str, epoch: int, step: int, what: str) -> None:
-        super().__init__(message)
-        self.epoch, self.step, self.what = epoch, step, what
+def _step_error(message: str, epoch: int, step: int, what: str) -> NonFiniteError:
+    """The NonFiniteError of a NaN/inf loss or gradient norm at ``epoch``/``step`` (under
+    ``train.nonfinite="stop"``); ``fit`` reads the attributes."""
+    exc = NonFiniteError(message)
+    exc.epoch, exc.step, exc.what = epoch, step, what  # type: ignore[attr-defined]
+    return exc
 
 
 def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
@@ -274,11 +274,12 @@ def fit(model: torch.nn.Module, prepared: Prepared, tc: TrainConfig, epochs: int
         try:
             run.loop(net, callback)
             stopped = "" if r.stopped == "max_epochs" else r.stopped
-        except NonFiniteStep as exc:
-            stopped = (f"non-finite loss or gradient at epoch {exc.epoch} step {exc.step} "
-                       f"({exc.what}); the best finite state (epoch {r.best_epoch}) was kept")
         except NonFiniteError as exc:
-            stopped = f"{exc}; the best finite state (epoch {r.best_epoch}) was kept"
+            if hasattr(exc, "step"):  # a step's loss or gradient (see _step_error)
+                stopped = (f"non-finite loss or gradient at epoch {exc.epoch} step {exc.step} "
+                           f"({exc.what}); the best finite state (epoch {r.best_epoch}) was kept")
+            else:  # a validated epoch's metrics, weights or scores
+                stopped = f"{exc}; the best finite state (epoch {r.best_epoch}) was kept"
         if stopped:
             log.warning("fit stopped: %s", stopped)
     model.load_state_dict(best_state)
@@ -542,9 +543,9 @@ def _raise_nonfinite(first_bad: torch.Tensor, bad_loss: torch.Tensor, epoch: int
     what = ("non-finite loss or gradient on another rank" if step == 0 else
             f"non-finite loss {value}" if not math.isfinite(value) else
             "non-finite gradient norm")
-    raise NonFiniteStep(f"epoch {epoch} step {step}: {what}; training stopped, nothing "
-                        "loadable was written (lower train.lr, or set train.nonfinite=skip to "
-                        "skip such steps)", epoch, step, what)
+    raise _step_error(f"epoch {epoch} step {step}: {what}; training stopped, nothing "
+                      "loadable was written (lower train.lr, or set train.nonfinite=skip to "
+                      "skip such steps)", epoch, step, what)
 
 
 def _write_log(result: TrainResult, out_dir: Path) -> None:
