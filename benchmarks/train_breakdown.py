@@ -157,6 +157,8 @@ def main() -> None:
     ap.add_argument("--label", default="before")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
+    ap.add_argument("--real-only", action="store_true",
+                    help="only the real loop; appends a line to train_loop_<label>.jsonl")
     args = ap.parse_args()
     if args.compare:
         compare(*args.compare)
@@ -171,6 +173,14 @@ def main() -> None:
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, patience=10**6))
     prepared = load_and_prepare(cfg.data)
     load_before = os.getloadavg()
+    if args.real_only:
+        real = real_run(cfg, prepared, args.epochs) | {"loadavg": [load_before,
+                                                                   os.getloadavg()]}
+        OUT.mkdir(exist_ok=True)
+        with open(OUT / f"train_loop_{args.label}.jsonl", "a") as f:
+            f.write(json.dumps(real) + "\n")
+        print(json.dumps({k: real[k] for k in ("wall_s", "cpu_s", "train_s", "valid_s")}))
+        return
     inst = instrumented_epochs(cfg, prepared, args.epochs)
     real = real_run(cfg, prepared, args.epochs)
     load_after = os.getloadavg()

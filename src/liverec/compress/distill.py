@@ -4,6 +4,9 @@ Legend: M supervised positions in a batch, D dimension, N items (without padding
 
 loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))   over the full catalogue
      + (1 - alpha) * CE(student, true next item)                        at every position
+
+The student trains through the shared loop (``liverec.train.loop.fit``) on ``train.device``,
+with the teacher moved beside it for the duration.
 """
 
 from __future__ import annotations

@@ -248,6 +248,8 @@ def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainCon
                               (10, 20))
     tc: TrainConfig = dataclasses.replace(cfg.train, lr=rc.lr or cfg.train.lr,
                                           warmup_steps=0, seed=rc.seed, progress=False)
+    # the shared training loop (liverec.train.loop.fit): on the run's train.device, best
+    # selection-case epoch kept in memory (epoch 0 = the current model)
     log_ = fit(candidate, prepared, tc, rc.epochs)
     new = evaluate_model(candidate, prepared, "test", (10, 20))
     better = log_["best_epoch"] > 0 and new["ndcg@20"] >= (1 - rc.tolerance) * current["ndcg@20"]
