@@ -38,7 +38,7 @@ import torch
 from liverec.config import apply_overrides, load_config
 from liverec.evaluate import protocol
 from liverec.train import batches as batches_mod
-from liverec.train.loop import fit_device, train
+from liverec.train.loop import train
 from liverec.train.optim import build_optimizer, build_schedule
 from liverec.train.setup import build_for_training
 
@@ -70,7 +70,8 @@ class Clock:
 def instrumented_epochs(cfg, prepared, epochs: int) -> list[dict]:
     """Epochs of the loop's work with each phase timed (the library's current pieces)."""
     tc = cfg.train
-    device = fit_device(tc)
+    device = torch.device(tc.device if tc.device != "auto" else
+                          "cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(tc.seed)
     with tempfile.TemporaryDirectory() as tmp:
         cfg, model, _ = build_for_training(cfg, prepared, Path(tmp))
