@@ -119,9 +119,10 @@ def test_compress_with_no_variant_is_one_line(trained_run, tmp_path, capsys):
 def test_finetune_never_keeps_a_nonfinite_state(policy, trained_run, known_answer_data):
     """The short fine-tune (pruning, distillation, retrain): a NaN loss at step 3 ends it
     ("stop") or is skipped and counted ("skip"); the weights it returns stay finite."""
-    from liverec.compress.finetune import default_loss, finetune
     from liverec.config import TrainConfig
     from liverec.model.health import nonfinite_parameters
+    from liverec.train.loop import default_loss
+    from liverec.train.loop import fit as finetune
 
     model = load_model(trained_run[0])[0]
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -87,17 +87,17 @@ def test_an_epoch_with_nonfinite_validation_is_never_kept(policy, tiny_run_confi
                                                           monkeypatch):
     import liverec.train.loop as loop
 
-    real = loop.evaluate_model
+    real = loop.evaluate_on_device  # the loop's validation (the device fast path)
 
-    def nan_at_epoch_2(model, prepared, stage, ks, batch_size=1024):
-        metrics = real(model, prepared, stage, ks, batch_size)
+    def nan_at_epoch_2(model, cases, ks, batch_size=1024):
+        metrics = real(model, cases, ks, batch_size)
         calls.append(1)
         if len(calls) == 2:  # the second validation: every metric NaN
             return {k: float("nan") for k in metrics}
         return metrics
 
     calls: list[int] = []
-    monkeypatch.setattr(loop, "evaluate_model", nan_at_epoch_2)
+    monkeypatch.setattr(loop, "evaluate_on_device", nan_at_epoch_2)
     train_cfg = dataclasses.replace(tiny_run_config.train, epochs=3, nonfinite=policy,
                                     patience=10)
     cfg = dataclasses.replace(tiny_run_config, train=train_cfg)

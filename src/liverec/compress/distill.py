@@ -4,6 +4,9 @@ Legend: M supervised positions in a batch, D dimension, N items (without padding
 
 loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))   over the full catalogue
      + (1 - alpha) * CE(student, true next item)                        at every position
+
+The student trains through the shared loop (``liverec.train.loop.fit``) on ``train.device``,
+with the teacher moved beside it for the duration.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from liverec.compress.finetune import finetune
 from liverec.config import ModelConfig, TrainConfig, apply_overrides, from_dict, to_dict
 from liverec.data.prepare import Prepared
 from liverec.model import build_model
 from liverec.model.items import MixedDimItemEmbedder, PQItemEmbedder
 from liverec.model.sasrec import SASRec
+from liverec.train.loop import fit, fit_device
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +193,13 @@ def distill(teacher: SASRec, prepared: Prepared, student_cfg: ModelConfig, tc: T
     svd = init_from_teacher(student, teacher, prepared.train_item_counts())
     copied = copy_matching(student, teacher) if copy_weights else []
     teacher.eval()  # its logits are computed under no_grad; its weights stay untouched
-    result = finetune(
-        student, prepared, tc, epochs,
-        loss_fn=lambda m, b: distill_loss(m, teacher, b, temperature, alpha),
-    )
+    home = next(teacher.parameters()).device
+    teacher.to(fit_device(tc))  # beside the student, on train.device, for the fit only
+    try:
+        result = fit(student, prepared, tc, epochs,
+                     loss_fn=lambda m, b: distill_loss(m, teacher, b, temperature, alpha))
+    finally:
+        teacher.to(home)
     result["svd_init"] = svd
     result["copied_from_teacher"] = copied
     return student, result

@@ -2,7 +2,7 @@
 units that physically shrinks the tensors (smaller Linear layers, fewer heads per layer).
 
 Legend: D model dimension, H heads, Dh head dimension, F FFN units (d_ff).
-Both are followed by a short fine-tune (:mod:`liverec.compress.finetune`).
+Both are followed by a short fine-tune (``liverec.train.loop.fit``, the shared loop).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def magnitude_masks(model: SASRec, sparsity: float) -> dict[nn.Linear, torch.Ten
 def apply_masks(masks: dict[nn.Linear, torch.Tensor]) -> None:
     with torch.no_grad():
         for lin, mask in masks.items():
-            lin.weight.mul_(mask)
+            lin.weight.mul_(mask.to(lin.weight.device))
 
 
 def magnitude_prune(model: SASRec, sparsity: float) -> tuple[SASRec, dict]:

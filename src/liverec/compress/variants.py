@@ -25,7 +25,6 @@ import torch
 
 from liverec.compress.distill import distill, student_config
 from liverec.compress.export import ONNX_FILE, OnnxSASRec, export_onnx
-from liverec.compress.finetune import finetune
 from liverec.compress.modules import Int8TableEmbedder, TableEmbedder
 from liverec.compress.prune import (
     apply_masks,
@@ -40,6 +39,7 @@ from liverec.errors import ArtifactError, ConfigError
 from liverec.model.artifact import load_model, read_meta, read_run_config, save_artifact
 from liverec.model.health import score_check
 from liverec.model.items import MixedDimItemEmbedder, PQItemEmbedder
+from liverec.train.loop import fit
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,8 @@ def build_half(src: Source, out: Path, dtype: str) -> Path:
 def build_magnitude(src: Source, out: Path, ratio: float, cc: CompressConfig,
                     prepared: Prepared) -> Path:
     model, masks = magnitude_prune(src.model, ratio)
-    log_ = finetune(model, prepared, finetune_config(src, cc), cc.finetune_epochs,
-                    after_step=lambda _: apply_masks(masks))
+    log_ = fit(model, prepared, finetune_config(src, cc), cc.finetune_epochs,
+               after_step=lambda _: apply_masks(masks))
     return write_variant(src, out, model, {"method": "magnitude", "sparsity": sparsity_of(model),
                                            "finetune": _summary(log_)})
 
@@ -148,7 +148,7 @@ def build_magnitude(src: Source, out: Path, ratio: float, cc: CompressConfig,
 def build_structured(src: Source, out: Path, ratio: float, cc: CompressConfig,
                      prepared: Prepared) -> Path:
     model, layers = structured_prune(src.model, ratio)
-    log_ = finetune(model, prepared, finetune_config(src, cc), cc.finetune_epochs)
+    log_ = fit(model, prepared, finetune_config(src, cc), cc.finetune_epochs)
     return write_variant(src, out, model, {"method": "structured", "ratio": ratio,
                                            "layers": layers, "finetune": _summary(log_)})
 

@@ -159,7 +159,7 @@ def _finite_or_neginf(scores: torch.Tensor) -> torch.Tensor:
 def _within_row(rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For row-major nonzero rows: (position of each entry within its row, count per row)."""
     counts = torch.bincount(rows, minlength=n_rows)  # (R,)
-    return torch.arange(len(rows)) - (counts.cumsum(0) - counts)[rows], counts
+    return torch.arange(len(rows), device=rows.device) - (counts.cumsum(0) - counts)[rows], counts
 
 
 def _cut_ties(clean: torch.Tensor, thr: torch.Tensor, k: int) -> torch.Tensor:
@@ -196,9 +196,9 @@ def top_items(masked: torch.Tensor, k: int) -> torch.Tensor:
         sel[over] = _cut_ties(clean[over], thr[over], kk)
     rows, cols = sel.nonzero(as_tuple=True)  # row-major, so index order within a row
     pos, counts = _within_row(rows, n_rows)  # counts (B,) <= kk
-    out = torch.zeros(n_rows, kk, dtype=torch.long)
+    out = torch.zeros(n_rows, kk, dtype=torch.long, device=masked.device)
     out[rows, pos] = cols
-    filled = torch.arange(kk)[None, :] < counts[:, None]  # (B, kk)
+    filled = torch.arange(kk, device=masked.device)[None, :] < counts[:, None]  # (B, kk)
     vals = torch.where(filled, clean.gather(1, out), torch.full_like(thr, float("-inf")))
     out = out.gather(1, torch.sort(vals, dim=1, descending=True, stable=True).indices)
     if kk < k:
@@ -311,3 +311,112 @@ def evaluate_model(
         return evaluate_scores(fn, prepared, stage, ks, batch_size)
     finally:
         model.train(was_training)
+
+
+@dataclass(frozen=True)
+class DeviceCases:
+    """One stage's cases prepared once for ``evaluate_on_device`` (the fast path).
+
+    The cases are stored sorted by history length (stable), so that a batch of them needs only
+    its longest history's columns: the model does no work on padding it can avoid (positions
+    count from the right edge of the max_len window, so trimming left padding changes nothing
+    but the amount of work). Metrics do not depend on the order; ``rank_on_device`` returns
+    its per-case arrays in the original order.
+
+    Attributes:
+        seqs: (C, T) int64 left-padded model inputs on the device, in sorted order.
+        targets: (C,) int64 on the device, sorted order.
+        cell_rows, cell_cols: (E,) int64 on the device, every (case, item) history cell (the
+            full history, as ``mask_seen`` masks it), rows in sorted order, case-major.
+        offsets: (C + 1,) host int64, sorted case c's cells are ``cell_*[offsets[c]:offsets[c+1]]``.
+        widths: (C,) host int64, columns sorted case c needs (its history length, 1 to T).
+        order: (C,) host int64, sorted position -> original case index.
+        repeats: (C,) host bool, the target is in the history (``repeat_targets``), original
+            order.
+        n_items: catalogue size N.
+    """
+
+    seqs: torch.Tensor
+    targets: torch.Tensor
+    cell_rows: torch.Tensor
+    cell_cols: torch.Tensor
+    offsets: np.ndarray
+    widths: np.ndarray
+    order: np.ndarray
+    repeats: np.ndarray
+    n_items: int
+
+    @classmethod
+    def build(cls, prepared: Prepared, stage: str, max_len: int,
+              device: torch.device | str = "cpu") -> DeviceCases:
+        _, histories, targets = prepared.eval_cases(stage)
+        return cls.from_cases(histories, targets, prepared.vocab.n_items, max_len, device)
+
+    @classmethod
+    def from_cases(cls, histories: Sequence[np.ndarray], targets: np.ndarray, n_items: int,
+                   max_len: int, device: torch.device | str = "cpu") -> DeviceCases:
+        device = torch.device(device)
+        targets = np.asarray(targets, dtype=np.int64)
+        lengths = np.array([len(h) for h in histories], dtype=np.int64)
+        order = np.argsort(lengths, kind="stable")
+        hist = [histories[i] for i in order]
+        rows, cols = _history_cells(hist)
+        offsets = np.zeros(len(hist) + 1, dtype=np.int64)
+        np.cumsum(lengths[order], out=offsets[1:])
+        return cls(torch.from_numpy(pad_left(hist, max_len)).to(device),
+                   torch.from_numpy(targets[order]).to(device), torch.from_numpy(rows).to(device),
+                   torch.from_numpy(cols).to(device), offsets,
+                   np.clip(lengths[order], 1, max_len), order,
+                   repeat_targets(histories, targets), n_items)
+
+
+def rank_on_device(model: torch.nn.Module, cases: DeviceCases, top_k: int = 20,
+                   batch_size: int = 1024) -> Ranked:
+    """``rank_targets`` of a sequence model with everything on the cases' device.
+
+    Same rules and the same helpers (``target_ranks``, ``top_items``) as the reference path
+    ``rank_targets(model_score_fn(...))``; scores, masks, ranks and top lists stay on the
+    device and come back in one transfer at the end. ``model.score`` must accept (B, T)
+    sequences on that device (T = the batch's longest history, at most max_len).
+
+    Returns:
+        Ranked, its arrays in the original case order.
+    """
+    n_cases = len(cases.repeats)
+    dev = cases.seqs.device
+    ranks = torch.empty(n_cases, dtype=torch.float64, device=dev)
+    tops = torch.zeros(n_cases, top_k, dtype=torch.long, device=dev)
+    non_finite = torch.zeros(n_cases, dtype=torch.bool, device=dev)
+    with torch.no_grad():
+        for a in range(0, n_cases, batch_size):
+            b = min(a + batch_size, n_cases)
+            tgt = cases.targets[a:b]
+            width = int(cases.widths[b - 1])  # sorted: the batch's longest history
+            raw = model.score(cases.seqs[a:b, -width:]).float()  # (B, N + 1)
+            non_finite[a:b] = ~torch.isfinite(raw.gather(1, tgt[:, None]))[:, 0]
+            raw[:, 0] = float("-inf")  # padding, then every history cell (mask_seen)
+            lo, hi = int(cases.offsets[a]), int(cases.offsets[b])
+            raw[cases.cell_rows[lo:hi] - a, cases.cell_cols[lo:hi]] = float("-inf")
+            ranks[a:b] = target_ranks(raw, tgt)
+            tops[a:b] = top_items(raw, top_k)
+    back = np.empty_like(cases.order)
+    back[cases.order] = np.arange(len(cases.order))  # original case -> sorted position
+    repeats = cases.repeats
+    return Ranked(ranks.cpu().numpy()[back], tops.cpu().numpy()[back], repeats,
+                  non_finite.cpu().numpy()[back] & ~repeats)
+
+
+def evaluate_on_device(model: torch.nn.Module, cases: DeviceCases,
+                       ks: tuple[int, ...] = (5, 10, 20), batch_size: int = 1024) -> dict:
+    """``evaluate_model`` on prepared ``DeviceCases`` (the fast path; same metrics).
+
+    The model must be on the cases' device; it is switched to eval mode and back."""
+    if not ks or min(ks) < 1:
+        raise ValueError(f"every K must be a positive integer, got {list(ks)}")
+    was_training = model.training
+    model.eval()
+    try:
+        ranked = rank_on_device(model, cases, max(ks), batch_size)
+    finally:
+        model.train(was_training)
+    return summarize(ranked, cases.n_items, ks)

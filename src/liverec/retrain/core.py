@@ -25,7 +25,6 @@ import numpy as np
 import polars as pl
 import torch
 
-from liverec.compress.finetune import finetune
 from liverec.config import TrainConfig
 from liverec.data.prepare import ItemVocab, Prepared, Sequences, Split
 from liverec.errors import ArtifactError, DataError
@@ -39,6 +38,7 @@ from liverec.model.artifact import (
 )
 from liverec.model.items import IdItemEmbedder
 from liverec.model.text_items import extend_embedding
+from liverec.train.loop import fit
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,9 @@ def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainCon
                               (10, 20))
     tc: TrainConfig = dataclasses.replace(cfg.train, lr=rc.lr or cfg.train.lr,
                                           warmup_steps=0, seed=rc.seed, progress=False)
-    log_ = finetune(candidate, prepared, tc, rc.epochs)
+    # the shared training loop (liverec.train.loop.fit): on the run's train.device, best
+    # selection-case epoch kept in memory (epoch 0 = the current model)
+    log_ = fit(candidate, prepared, tc, rc.epochs)
     new = evaluate_model(candidate, prepared, "test", (10, 20))
     better = log_["best_epoch"] > 0 and new["ndcg@20"] >= (1 - rc.tolerance) * current["ndcg@20"]
     report = {

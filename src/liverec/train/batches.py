@@ -1,9 +1,15 @@
 """Training batches: every position of every training sequence is a next-item target.
 
 Each user's training sequence s (its last max_len + 1 items) becomes input s[:-1] and target
-s[1:], left-padded into one (U, max_len) matrix once. Each epoch shuffles users, groups users of
-similar length into the same batch (within chunks, so order stays random) and trims the padding
-columns a batch does not need: the transformer does no work on padding it can avoid.
+s[1:], left-padded into one (U, max_len) matrix once, and the two matrices are moved to the
+training device once. Each epoch shuffles users, groups users of similar length into the same
+batch (within chunks, so order stays random) and trims the padding columns a batch does not
+need: the transformer does no work on padding it can avoid.
+
+Per step there is no host work beyond slicing: the epoch's order (all batches' user indices,
+one (U,) int64 tensor) is moved to the device once per epoch, and each batch is a gather of
+its rows from the device-resident matrices (``take``), trimmed to the batch's width (a host
+integer computed with the order).
 """
 
 from __future__ import annotations
@@ -17,19 +23,24 @@ from liverec.evaluate.protocol import pad_left
 
 
 class TrainBatches:
-    """Iterable of {"input", "target"} (B, T) tensors, reshuffled every epoch."""
+    """Iterable of {"input", "target"} (B, T) int64 tensors on ``device``, reshuffled every
+    epoch (the order depends only on ``seed`` and the epoch, not on the device)."""
 
     def __init__(self, seqs: Sequence[np.ndarray], max_len: int, batch_size: int,
-                 seed: int = 0, bucket_chunks: int = 50) -> None:
+                 seed: int = 0, bucket_chunks: int = 50,
+                 device: torch.device | str = "cpu") -> None:
         windows = [s[-(max_len + 1) :] for s in seqs if len(s) >= 2]
         if not windows:
             raise ValueError("no training sequence has two or more events")
-        self.inputs = pad_left([w[:-1] for w in windows], max_len)  # (U, max_len)
-        self.targets = pad_left([w[1:] for w in windows], max_len)  # (U, max_len)
+        self.inputs = pad_left([w[:-1] for w in windows], max_len)  # (U, max_len) host
+        self.targets = pad_left([w[1:] for w in windows], max_len)  # (U, max_len) host
         self.lengths = np.array([len(w) - 1 for w in windows])
         self.batch_size = batch_size
         self.bucket_chunks = bucket_chunks
         self.rng = np.random.default_rng(seed)
+        self.device = torch.device(device)
+        self._inputs = torch.from_numpy(self.inputs).to(self.device)  # (U, max_len)
+        self._targets = torch.from_numpy(self.targets).to(self.device)  # (U, max_len)
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
@@ -48,10 +59,21 @@ class TrainBatches:
             batches += [part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)]
         return [batches[i] for i in self.rng.permutation(len(batches))]
 
+    def take(self, idx: torch.Tensor, width: int) -> dict[str, torch.Tensor]:
+        """Rows ``idx`` ((B,) int64 on the device) trimmed to their last ``width`` columns."""
+        return {"input": self._inputs[idx, -width:], "target": self._targets[idx, -width:]}
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, int, np.ndarray]]:
+        """One epoch's batches as (device index tensor, width, host indices): one transfer."""
+        parts = self._batch_order()
+        if not parts:
+            return
+        flat = torch.from_numpy(np.concatenate(parts)).to(self.device)  # (U,)
+        start = 0
+        for idx in parts:
+            yield flat[start : start + len(idx)], int(self.lengths[idx].max()), idx
+            start += len(idx)
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for idx in self._batch_order():
-            width = int(self.lengths[idx].max())
-            yield {
-                "input": torch.from_numpy(self.inputs[idx, -width:]),
-                "target": torch.from_numpy(self.targets[idx, -width:]),
-            }
+        for idx, width, _ in self.epoch():
+            yield self.take(idx, width)

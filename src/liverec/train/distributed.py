@@ -174,14 +174,13 @@ class RankBatches:
     def _tensors(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         b = self.batches
         width = int(b.lengths[idx].max())
-        return {"input": torch.from_numpy(b.inputs[idx, -width:]),
-                "target": torch.from_numpy(b.targets[idx, -width:])}
+        return b.take(torch.from_numpy(idx).to(b.device), width)
 
     def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], float, int]]:
         world, lengths = self.ctx.world_size, self.batches.lengths
-        for idx in self.batches._batch_order():
-            if world == 1:
-                yield self._tensors(idx), 1.0, len(idx)
+        for idx_dev, width, idx in self.batches.epoch():
+            if world == 1:  # the device-resident path: no host work per step
+                yield self.batches.take(idx_dev, width), 1.0, len(idx)
                 continue
             mine = np.array_split(idx, world)[self.ctx.rank]
             if len(mine) == 0:

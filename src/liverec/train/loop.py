@@ -1,5 +1,15 @@
-"""The training loop: AdamW/SGD, warm-up + cosine, clipping, early stopping on validation
-NDCG@10 with the best checkpoint kept on disk, a progress bar and a training-curve plot.
+"""The one training loop: AdamW/SGD, warm-up + cosine, clipping, early stopping on validation
+(``train.monitor``) with the best weights kept, a progress bar and a training-curve plot.
+
+Two entry points share it: ``train`` (a run directory: artifact, best weights on disk, resume
+checkpoint, train_log.json and the plot, completion marker last) and ``fit`` (a model trained
+in place with its best validation state kept in memory: fine-tuning pruned or distilled
+models with a custom loss and an after-step hook, retraining, distillation). Both run on
+``train.device`` with the same precision, compile, early-stopping and non-finite rules.
+
+Hot path: the training matrices live on the device (train/batches.py: a gather per batch), the
+loss is summed on the device and read once per epoch, validation runs on the device in large
+batches (evaluate/protocol.py ``DeviceCases``) with one transfer at the end.
 
 Also: an optional per-epoch callback (hyper-parameter search reports and prunes through it),
 data-parallel training under torchrun (train/distributed.py), bf16 autocast, torch.compile,
@@ -9,6 +19,13 @@ Numerics: a step whose loss or gradient norm is NaN/inf stops the run with a Non
 (``train.nonfinite="stop"``, the default) or is skipped, counted and reported in
 train_log.json (``"skip"``; an epoch in which every step was skipped ends the run there,
 with the best finite epoch kept).
+How it is checked without a host synchronisation per step: under ``"stop"`` each step's
+finiteness (loss and gradient norm) goes into a device-side "first bad step" counter that the
+host reads every ``NONFINITE_CHECK_EVERY`` steps and at the end of the epoch; a bad step stops
+the run at that check with the exact epoch and step in the message, and the weights touched
+after it are discarded (``train`` leaves nothing loadable, ``fit`` restores its best state).
+Under ``"skip"`` the decision must precede the optimiser step, so that policy reads the flag
+every step (one synchronisation per step, the price of skipping).
 An epoch is kept as best only when its validation metrics, its weights and its scores on
 validation histories are all finite. The run directory gets its completion marker
 (model/artifact.py) only at the end, once a finite epoch was kept: a run that crashes or
@@ -32,10 +49,10 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from liverec.config import RunConfig, monitor_metric, to_dict
+from liverec.config import EvalConfig, RunConfig, TrainConfig, monitor_metric, to_dict
 from liverec.data.prepare import Prepared
 from liverec.errors import ConfigError, NonFiniteError
-from liverec.evaluate.protocol import evaluate_model
+from liverec.evaluate.protocol import DeviceCases, evaluate_on_device
 from liverec.logs import progress_enabled
 from liverec.model.artifact import mark_complete, mark_incomplete, save_artifact
 from liverec.model.health import nonfinite_parameters, score_check
@@ -95,6 +112,17 @@ def catalogue_with_counts(prepared: Prepared) -> pl.DataFrame:
     return prepared.items.with_columns(pl.Series("count", counts[1:].astype(np.int64)))
 
 
+LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+"""(model, {"input", "target"} batch) -> scalar loss; default the model's own training loss."""
+StepHook = Callable[[torch.nn.Module], None]
+"""Called with the model after every optimiser step (e.g. re-apply a pruning mask)."""
+NONFINITE_CHECK_EVERY = 64  # steps between host reads of the non-finite flag ("stop" policy)
+
+
+def default_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(batch)
+
+
 EpochCallback = Callable[[int, dict], "str | None"]
 """Called (on rank 0) after every evaluated epoch with (epoch, row); the row holds "loss",
 "valid" (validation metrics) and "elapsed_s". A non-empty string return stops training with
@@ -107,6 +135,14 @@ CHECK_HISTORIES = 64  # validation histories whose full-catalogue scores must be
 
 class _StopNonFinite(str):
     """A stop reason (broadcast from rank 0) that every rank turns into NonFiniteError."""
+
+
+def _step_error(message: str, epoch: int, step: int, what: str) -> NonFiniteError:
+    """The NonFiniteError of a NaN/inf loss or gradient norm at ``epoch``/``step`` (under
+    ``train.nonfinite="stop"``); ``fit`` reads the attributes."""
+    exc = NonFiniteError(message)
+    exc.epoch, exc.step, exc.what = epoch, step, what  # type: ignore[attr-defined]
+    return exc
 
 
 def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
@@ -146,13 +182,14 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
             cfg, model, param_stats = build_for_training(cfg, prepared, out_dir, init_state)
         model.to(device)
         batches = TrainBatches(prepared.train_sequences(), cfg.model.max_len, tc.batch_size,
-                               tc.seed)
+                               tc.seed, device=device)
         opt = build_optimizer(model, tc)
         sched = build_schedule(opt, tc, total_steps=len(batches) * tc.epochs)
         run = _Run(cfg, prepared, out_dir, model, batches, opt, sched, ctx, device, TrainResult(
             run_dir=out_dir, n_parameters=param_stats["n_parameters"],
             n_trainable=param_stats["n_trainable"], finetune=param_stats,
             nonfinite=tc.nonfinite))
+        run.on_best = lambda m: save_weights_atomic(m, out_dir / "model.safetensors")
         if resume:
             if ctx.is_main:
                 mark_incomplete(out_dir)
@@ -172,13 +209,94 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
     return run.result
 
 
+def fit_device(tc: TrainConfig) -> torch.device:
+    """The device ``fit`` trains on (``train.device`` of a single process)."""
+    return select_device(tc.device, DistContext())
+
+
+def fit(model: torch.nn.Module, prepared: Prepared, tc: TrainConfig, epochs: int | None = None,
+        loss_fn: LossFn = default_loss, after_step: StepHook | None = None,
+        ks: tuple[int, ...] = (10, 20), callback: EpochCallback | None = None) -> dict:
+    """Train ``model`` in place with the shared loop and restore its best validation state.
+
+    The model as given is epoch 0: it is evaluated first and stays the best state unless a
+    later epoch beats it on ``train.monitor`` (among ``ks``). Runs on ``train.device`` and moves
+    the model back to where it was; nothing is written to disk.
+
+    Args:
+        model: a sequence model (``forward(batch)``, ``score``, ``cfg.max_len``).
+        prepared: data with a validation split (the model's vocabulary).
+        tc: the training settings (lr, batch size, schedule, clipping, seed, device, bf16,
+            compile, patience, eval_every, nonfinite, max_time_s).
+        epochs: passes over the training sequences (default ``tc.epochs``; 0 = evaluate only).
+        loss_fn: ``(model, batch) -> loss`` (default the model's own training loss).
+        after_step: called with the model after every optimiser step.
+        ks: the validation cut-offs (``train.monitor`` must name one of them).
+        callback: optional per-epoch hook (see ``EpochCallback``).
+
+    Returns:
+        {"epochs": [...], "best_epoch": int, "best_valid": metrics, "stopped": "" or why it
+        ended early (a non-finite step or epoch, early stopping, the time budget),
+        "skipped_steps": int, "time_to_best_s" and "wall_s" (seconds from the first epoch)}.
+
+    Raises:
+        ConfigError: ``train.monitor`` is not among ``ks``, or an unknown device.
+    """
+    epochs = tc.epochs if epochs is None else epochs
+    tc = dataclasses.replace(tc, epochs=max(epochs, 1))
+    cfg = RunConfig(model=model.cfg, train=tc, eval=EvalConfig(ks=tuple(ks)))
+    seed_everything(tc.seed)
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    home = next(model.parameters()).device
+    device = fit_device(tc)
+    model.to(device)
+    batches = TrainBatches(prepared.train_sequences(), model.cfg.max_len, tc.batch_size, tc.seed,
+                           device=device)
+    opt = build_optimizer(model, tc)
+    sched = build_schedule(opt, tc, total_steps=len(batches) * tc.epochs)
+    run = _Run(cfg, prepared, None, model, batches, opt, sched, DistContext(), device,
+               TrainResult(run_dir=Path(), nonfinite=tc.nonfinite), loss_fn=loss_fn,
+               after_step=after_step)
+    best_state: dict[str, torch.Tensor] = {}
+
+    def keep(m: torch.nn.Module) -> None:
+        best_state.clear()
+        best_state.update({k: v.detach().clone() for k, v in m.state_dict().items()})
+
+    run.on_best = keep
+    r = run.result
+    r.best_valid = run.evaluate()
+    keep(model)
+    stopped = ""
+    if epochs > 0:
+        net = torch.compile(model) if tc.compile else model
+        try:
+            run.loop(net, callback)
+            stopped = "" if r.stopped == "max_epochs" else r.stopped
+        except NonFiniteError as exc:
+            if hasattr(exc, "step"):  # a step's loss or gradient (see _step_error)
+                stopped = (f"non-finite loss or gradient at epoch {exc.epoch} step {exc.step} "
+                           f"({exc.what}); the best finite state (epoch {r.best_epoch}) was kept")
+            else:  # a validated epoch's metrics, weights or scores
+                stopped = f"{exc}; the best finite state (epoch {r.best_epoch}) was kept"
+        if stopped:
+            log.warning("fit stopped: %s", stopped)
+    model.load_state_dict(best_state)
+    model.to(home)
+    model.eval()
+    return {"epochs": r.epochs, "best_epoch": r.best_epoch, "best_valid": r.best_valid,
+            "stopped": stopped, "skipped_steps": r.skipped_steps,
+            "time_to_best_s": r.time_to_best_s, "wall_s": r.wall_s}
+
+
 @dataclass
 class _Run:
     """One training run's moving parts and the state carried from epoch to epoch."""
 
     cfg: RunConfig
     prepared: Prepared
-    out_dir: Path
+    out_dir: Path | None  # None: fit(), nothing written (the best state kept by on_best)
     model: torch.nn.Module
     batches: TrainBatches
     opt: torch.optim.Optimizer
@@ -190,12 +308,17 @@ class _Run:
     bad_epochs: int = 0
     elapsed_before: float = 0.0  # wall time of the run before a --resume
     best_check: dict = field(default_factory=dict)  # the kept epoch's finite-score check
+    loss_fn: LossFn = default_loss
+    after_step: StepHook | None = None
+    on_best: Callable[[torch.nn.Module], None] | None = None  # keeps the best weights
+    _cases: DeviceCases | None = None  # the validation cases, on the device (built once)
 
     def loop(self, net: torch.nn.Module, callback: EpochCallback | None) -> None:
         tc, start = self.cfg.train, time.perf_counter() - self.elapsed_before
         stream, stop = RankBatches(self.batches, self.ctx), None
         for epoch in range(self.epoch + 1, tc.epochs + 1):
-            row = _run_epoch(net, stream, self.opt, self.sched, tc, epoch, self.ctx, self.device)
+            row = _run_epoch(net, stream, self.opt, self.sched, tc, epoch, self.ctx, self.device,
+                             self.loss_fn, self.after_step, self.model)
             self.result.skipped_steps += row["skipped_steps"]
             stop = self.end_epoch(row, epoch, start, callback) if self.ctx.is_main else None
             stop = broadcast_from_main(stop, self.ctx)
@@ -204,10 +327,12 @@ class _Run:
                 break
         if self.ctx.is_main:
             self.result.wall_s = time.perf_counter() - start
-            _write_log(self.result, self.out_dir)
+            if self.out_dir is not None:
+                _write_log(self.result, self.out_dir)
         if isinstance(stop, _StopNonFinite):
-            raise NonFiniteError(f"{stop}; training stopped and {self.out_dir} is not loadable "
-                                 "(lower train.lr, or set train.nonfinite=skip to skip such steps)")
+            where = "" if self.out_dir is None else f" and {self.out_dir} is not loadable"
+            raise NonFiniteError(f"{stop}; training stopped{where} (lower train.lr, or set "
+                                 "train.nonfinite=skip to skip such steps)")
 
     def finish(self) -> None:
         """Rank 0: mark the run directory complete, once a finite epoch's weights are in it."""
@@ -234,8 +359,7 @@ class _Run:
             return f"diverged: epoch {epoch}: {row['nonfinite']}"
         if epoch % tc.eval_every == 0 or epoch == tc.epochs:
             t0 = time.perf_counter()
-            valid = evaluate_model(self._evaluator(), self.prepared, "valid", self.cfg.eval.ks,
-                                   self.cfg.eval.batch_size)
+            valid = self.evaluate()
             row.update(valid_s=time.perf_counter() - t0, valid=valid)
             row["elapsed_s"] = time.perf_counter() - start
             key = monitor_metric(self.cfg)  # train.monitor (checked against eval.ks)
@@ -253,7 +377,8 @@ class _Run:
                 result.best_epoch, result.best_valid = epoch, valid
                 result.time_to_best_s = row["elapsed_s"]
                 self.best_check = check
-                save_weights_atomic(self.model, self.out_dir / "model.safetensors")
+                if self.on_best is not None:
+                    self.on_best(self.model)
             else:
                 self.bad_epochs += 1
             if not broken:
@@ -262,7 +387,7 @@ class _Run:
         row.setdefault("elapsed_s", time.perf_counter() - start)
         result.epochs.append(row)
         self.epoch = epoch
-        if tc.checkpoint:
+        if tc.checkpoint and self.out_dir is not None:
             save_checkpoint(self.out_dir / CHECKPOINT, self.model, self.opt, self.sched,
                             self._state(row["elapsed_s"]))
         reason = callback(epoch, row) if callback is not None and "valid" in row else None
@@ -273,6 +398,14 @@ class _Run:
         if tc.max_time_s and time.perf_counter() - start > tc.max_time_s:
             return f"time budget {tc.max_time_s:.0f}s reached"
         return None
+
+    def evaluate(self) -> dict:
+        """Validation metrics of the model: on the device, the cases moved there once."""
+        if self._cases is None:
+            self._cases = DeviceCases.build(self.prepared, "valid", self.model.cfg.max_len,
+                                            self.device)
+        return evaluate_on_device(self.model, self._cases, self.cfg.eval.ks,
+                                  self.cfg.eval.batch_size)
 
     def _health(self, valid: dict) -> tuple[dict, str]:
         """(finite-score check, what is not finite or "") of the model after an epoch."""
@@ -330,57 +463,89 @@ class _OnDevice(torch.nn.Module):
 
 
 def _run_epoch(net: torch.nn.Module, stream: RankBatches, opt, sched, tc, epoch: int,
-               ctx: DistContext, device: torch.device) -> dict:
+               ctx: DistContext, device: torch.device, loss_fn: LossFn = default_loss,
+               after_step: StepHook | None = None,
+               model: torch.nn.Module | None = None) -> dict:
+    """One pass over the batches; the loss is summed on the device and read once at the end.
+
+    ``net`` is what computes the loss (DDP / compiled wrapper), ``model`` the plain module that
+    ``after_step`` receives (default ``net``)."""
     net.train()
-    t0, total, n = time.perf_counter(), 0.0, 0
+    model = net if model is None else model
+    t0, n = time.perf_counter(), 0
+    total = torch.zeros((), dtype=torch.float32, device=device)  # sum of loss x sequences
+    first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 0 = none yet
+    bad_loss = torch.zeros((), dtype=torch.float32, device=device)  # its loss value
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                 if tc.bf16 or tc.amp == "bf16" else contextlib.nullcontext())
+    show = progress_enabled(tc.progress) and ctx.is_main
     bar = tqdm(stream, desc=f"epoch {epoch}", leave=False, unit="batch", dynamic_ncols=True,
-               disable=not (progress_enabled(tc.progress) and ctx.is_main))
+               disable=not show)
+    skip_policy = tc.nonfinite == "skip"
+    clip = tc.grad_clip if tc.grad_clip > 0 else float("inf")
     skipped = steps = 0
     for step, (batch, weight, n_seqs) in enumerate(bar, 1):
-        if device.type != "cpu":
+        if batch["input"].device != device:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast:
-            loss = net(batch)
+            loss = loss_fn(net, batch)
         opt.zero_grad(set_to_none=True)
         # weight: this rank's share of the global batch, so DDP's mean gradient is the
         # global-batch gradient (exactly 1.0 when training alone)
         (loss if weight == 1.0 else loss * weight).backward()
         # the norm of the (all-reduced) gradient; clipping only when grad_clip > 0
-        norm = torch.nn.utils.clip_grad_norm_(
-            net.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
-        value = float(loss.detach())
-        # every rank takes the same decision (a rank's NaN loss alone must not split them)
-        bad = sum_across_ranks(float(not (math.isfinite(value) and bool(torch.isfinite(norm)))),
-                               ctx)
+        norm = torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+        ok = torch.isfinite(loss.detach()) & torch.isfinite(norm)  # device bool, no sync
         steps += 1
-        if bad:
-            what = (f"non-finite loss {value}" if not math.isfinite(value)
-                    else f"non-finite gradient norm {float(norm)}")
-            if tc.nonfinite == "stop":
-                raise NonFiniteError(f"epoch {epoch} step {step}: {what}; training stopped, "
-                                     "nothing loadable was written (lower train.lr, or set "
-                                     "train.nonfinite=skip to skip such steps)")
-            opt.zero_grad(set_to_none=True)
-            skipped += 1
-            sched.step()  # the schedule follows the batches, taken or skipped
-            continue
+        if skip_policy:  # the decision precedes the step: one host read per step
+            # every rank takes the same decision (a rank's NaN loss alone must not split them)
+            if sum_across_ranks(float(not bool(ok)), ctx):
+                opt.zero_grad(set_to_none=True)
+                skipped += 1
+                sched.step()  # the schedule follows the batches, taken or skipped
+                continue
+        else:
+            new = (first_bad == 0) & ~ok
+            first_bad = torch.where(new, step, first_bad)
+            bad_loss = torch.where(new, loss.detach().float(), bad_loss)
         opt.step()
         sched.step()
-        total += value * weight / ctx.world_size * n_seqs
+        if after_step is not None:
+            after_step(model)
+        total += loss.detach().float() * (weight / ctx.world_size * n_seqs)
         n += n_seqs
-        bar.set_postfix(loss=f"{total / max(n, 1):.4f}",
-                        seq_per_s=f"{n / (time.perf_counter() - t0):.0f}")
+        if not skip_policy and (step % NONFINITE_CHECK_EVERY == 0 or step == len(stream)):
+            _raise_nonfinite(first_bad, bad_loss, epoch, ctx)
+        if show and step % 16 == 0:
+            bar.set_postfix(loss=f"{float(total) / max(n, 1):.4f}",
+                            seq_per_s=f"{n / (time.perf_counter() - t0):.0f}")
+    if not skip_policy:
+        _raise_nonfinite(first_bad, bad_loss, epoch, ctx)
+    total_f = float(total)  # the epoch's one read of the loss
     train_s = time.perf_counter() - t0
     if skipped:
         log.warning("epoch %d: skipped %d of %d steps with a non-finite loss or gradient",
                     epoch, skipped, steps)
-    total = sum_across_ranks(total, ctx)
+    total_f = sum_across_ranks(total_f, ctx)
     # loss: the mean over the steps taken (None when every step was skipped)
-    return {"epoch": epoch, "loss": total / n if n else None, "train_s": train_s,
+    return {"epoch": epoch, "loss": total_f / n if n else None, "train_s": train_s,
             "seq_per_s": n / max(train_s, 1e-9), "lr": sched.get_last_lr()[0],
             "steps": steps, "skipped_steps": skipped}
+
+
+def _raise_nonfinite(first_bad: torch.Tensor, bad_loss: torch.Tensor, epoch: int,
+                     ctx: DistContext) -> None:
+    """Read the device-side flag (one synchronisation) and stop at the first bad step."""
+    step = int(first_bad)
+    if not sum_across_ranks(float(step > 0), ctx):
+        return
+    value = float(bad_loss)
+    what = ("non-finite loss or gradient on another rank" if step == 0 else
+            f"non-finite loss {value}" if not math.isfinite(value) else
+            "non-finite gradient norm")
+    raise _step_error(f"epoch {epoch} step {step}: {what}; training stopped, nothing "
+                      "loadable was written (lower train.lr, or set train.nonfinite=skip to "
+                      "skip such steps)", epoch, step, what)
 
 
 def _write_log(result: TrainResult, out_dir: Path) -> None:

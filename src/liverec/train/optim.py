@@ -21,14 +21,27 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def can_fuse(model: nn.Module) -> bool:
+    """Whether the fused (one kernel for all tensors) Adam/AdamW step applies: every trainable
+    tensor floating point on the CPU or a CUDA device. On this 2-core CPU it takes the
+    Beauty model's step from ~10 ms to ~2.5 ms (benchmarks/results/train_breakdown_*); on a
+    GPU it replaces dozens of kernel launches per step by one. Same maths, other rounding."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                                for p in params)
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser of ``cfg.optimizer`` over ``model``'s trainable tensors (put the model on
+    its device first: Adam/AdamW use the fused step where ``can_fuse``)."""
     groups = param_groups(model, cfg.weight_decay)
+    fused = {"fused": True} if can_fuse(model) else {}
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), **fused)
     if cfg.optimizer == "adam":
         for g in groups:  # classic Adam: L2 through the gradient
             g["weight_decay"] = g["weight_decay"] and cfg.weight_decay
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.98))
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.98), **fused)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     raise ConfigError(f"train.optimizer: unknown {cfg.optimizer!r}; use adamw, adam or sgd")
