@@ -8,6 +8,7 @@ Usage::
     items, scores = rr.rerank(candidates, candidate_scores, k=20, history=history)
 """
 
+from liverec.rerank.build import catalogue_for
 from liverec.rerank.catalogue import Catalogue, categories_from_attributes, flags_from_columns
 from liverec.rerank.config import (
     AttributeFilter,
@@ -36,5 +37,5 @@ def build_reranker(catalogue: Catalogue, config: RerankConfig | None = None,
 __all__ = [
     "RERANKERS", "AttributeFilter", "CalibrationConfig", "Catalogue", "ExposureConfig",
     "GreedyReranker", "HardRules", "MMRConfig", "ReferenceReranker", "RerankConfig", "Reranker",
-    "build_reranker", "categories_from_attributes", "flags_from_columns",
+    "build_reranker", "catalogue_for", "categories_from_attributes", "flags_from_columns",
 ]

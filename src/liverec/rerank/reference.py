@@ -25,6 +25,9 @@ class ReferenceReranker:
     def describe(self) -> dict:
         return self.config.describe()
 
+    def with_config(self, config: RerankConfig) -> ReferenceReranker:
+        return ReferenceReranker(self.catalogue, config)
+
     def _allowed(self, item: int, rules: HardRules) -> bool:
         cat = self.catalogue
         item_id = str(cat.ids[item])

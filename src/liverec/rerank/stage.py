@@ -22,6 +22,7 @@ vectorised path; ``ReferenceReranker`` does the same with plain Python loops; te
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -51,6 +52,10 @@ class Reranker(Protocol):
 
     def describe(self) -> dict:
         """The rules in effect (JSON-able)."""
+        ...
+
+    def with_config(self, config: RerankConfig) -> Reranker:
+        """The same stage (sharing its compiled state) with another default config."""
         ...
 
 
@@ -111,6 +116,11 @@ class GreedyReranker:
 
     def describe(self) -> dict:
         return self.config.describe()
+
+    def with_config(self, config: RerankConfig) -> GreedyReranker:
+        out = copy.copy(self)
+        out.config = config
+        return out
 
     def _is_head(self, fraction: float) -> np.ndarray:
         if fraction not in self._head:
