@@ -51,11 +51,12 @@ def cases(draw):
                                                  max_size=2)).items()))
     lam_m = draw(st.sampled_from([0.0, 0.3, 1.0]))
     lam_c = draw(st.sampled_from([0.0, 0.5])) if lam_m < 1 else 0.0
+    lam_p = draw(st.sampled_from([0.0, 1.0 - lam_m - lam_c]))
     cfg = RerankConfig(
         rules=rules, mmr=MMRConfig(lam_m) if lam_m else None,
         calibration=CalibrationConfig(lam_c) if lam_c else None,
         exposure=draw(st.none() | st.builds(ExposureConfig, st.sampled_from([0.1, 0.5]),
-                                            st.sampled_from([0.0, 0.3, 1.0]))))
+                                            st.sampled_from([0.0, 0.3, 1.0]), st.just(lam_p))))
     m = draw(st.integers(0, 3 * n))
     cands = rng.integers(0, n + 1, m)  # duplicates and padding included
     scores = rng.choice([0.0, 1.0, 2.0, rng.normal(), -np.inf], m)  # ties and masked entries

@@ -28,13 +28,14 @@ CONFIGS = [
     RerankConfig(mmr=MMRConfig(0.5)),
     RerankConfig(calibration=CalibrationConfig(0.7)),
     RerankConfig(exposure=ExposureConfig(0.1, 0.25)),
+    RerankConfig(exposure=ExposureConfig(penalty=0.6)),
     RerankConfig(rules=HardRules(max_per_category=2, category_caps=((0, 0), (3, 1)))),
     RerankConfig(rules=HardRules(deny=frozenset({"id-0001", "id-0005"}),
                                  attributes=(AttributeFilter(include=frozenset({"a1", "a2",
                                                                                 "a3"})),
                                              AttributeFilter(exclude=frozenset({"a4"}))))),
     RerankConfig(rules=HardRules(max_per_category=3), mmr=MMRConfig(0.3),
-                 calibration=CalibrationConfig(0.4), exposure=ExposureConfig(0.2, 0.3)),
+                 calibration=CalibrationConfig(0.4), exposure=ExposureConfig(0.2, 0.3, 0.2)),
 ]
 
 
@@ -99,6 +100,13 @@ def test_exposure_caps_head_items():
     assert GreedyReranker(cat, cfg).rerank([1, 2, 3], [1.0, 0.9, 0.5], 3)[0].tolist() == [2, 3]
 
 
+def test_exposure_penalty_lifts_unpopular_items():
+    cat = _tiny()  # popularity 100, 10, 1
+    # rel 1, 0.5, 0; pop~ 1, 0.52, 0.15: gains -0.6, -0.32, -0.12
+    cfg = RerankConfig(exposure=ExposureConfig(penalty=0.8))
+    assert GreedyReranker(cat, cfg).rerank([1, 2, 3], [1.0, 0.95, 0.9], 3)[0].tolist() == [3, 2, 1]
+
+
 def test_hard_rules_allow_deny_attributes_flags():
     cat = Catalogue.build(["pad", "a", "b", "c", "d"], np.eye(5)[:, :4],
                           flagged=np.array([0, 0, 0, 0, 1], bool),
@@ -134,6 +142,7 @@ def test_masked_scores_dropped_and_broken_scores_rejected():
     lambda: HardRules(deny="abc"), lambda: HardRules(allow=[1, 2]),
     lambda: RerankConfig(n_candidates=0),
     lambda: RerankConfig(mmr=MMRConfig(0.6), calibration=CalibrationConfig(0.6)),
+    lambda: RerankConfig(mmr=MMRConfig(0.6), exposure=ExposureConfig(penalty=0.6)),
     lambda: RerankConfig().override(bogus=1), lambda: build_reranker(_tiny(), kind="nope"),
 ])
 def test_bad_settings_are_one_clear_error(make):

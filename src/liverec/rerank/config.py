@@ -111,20 +111,27 @@ class CalibrationConfig:
 
 @dataclass(frozen=True)
 class ExposureConfig:
-    """Exposure control: cap the share of the most popular items in each list (a popularity
-    constraint in the spirit of Abdollahpouri et al., RecSys 2017 / FLAIRS 2019).
+    """Exposure control against popularity bias (Abdollahpouri et al., "Controlling popularity
+    bias in learning to rank recommendation", RecSys 2017; "Managing popularity bias in
+    recommender systems with personalized re-ranking", FLAIRS 2019), two knobs:
 
     Attributes:
         head_fraction: the ``head_fraction`` most popular share of the catalogue is "head".
-        max_head_share: at most ``floor(max_head_share * k)`` head items in a list of k.
+        max_head_share: a hard cap: at most ``floor(max_head_share * k)`` head items in a list
+            of k (1.0 = no cap).
+        penalty: a soft weight ``lam_pop``: each item's gain loses ``lam_pop * pop~(i)``, with
+            ``pop~ = log(1 + pop) / log(1 + max pop)`` in [0, 1], and relevance keeps
+            ``1 - lam_pop`` (0 = off).
     """
 
     head_fraction: float = 0.2
-    max_head_share: float = 0.5
+    max_head_share: float = 1.0
+    penalty: float = 0.0
 
     def __post_init__(self) -> None:
         _check_weight("exposure head_fraction", self.head_fraction)
         _check_weight("exposure max_head_share", self.max_head_share)
+        _check_weight("exposure penalty", self.penalty)
 
 
 @dataclass(frozen=True)
@@ -147,10 +154,12 @@ class RerankConfig:
 
     def __post_init__(self) -> None:
         _check_positive_int("n_candidates", self.n_candidates)
-        total = (self.mmr.lam if self.mmr else 0.0) + (
-            self.calibration.lam if self.calibration else 0.0)
+        total = ((self.mmr.lam if self.mmr else 0.0)
+                 + (self.calibration.lam if self.calibration else 0.0)
+                 + (self.exposure.penalty if self.exposure else 0.0))
         if total > 1.0 + 1e-12:
-            raise ConfigError(f"mmr lam + calibration lam must be <= 1, got {total:g}")
+            raise ConfigError("mmr lam + calibration lam + exposure penalty must be <= 1, "
+                              f"got {total:g}")
 
     def override(self, **changes) -> RerankConfig:
         """A per-request copy with some fields replaced (e.g. ``mmr=None`` turns MMR off)."""

@@ -91,7 +91,12 @@ class ReferenceReranker:
         lam_m = cfg.mmr.lam if cfg.mmr else 0.0
         p = history_mix(self.catalogue, history) if cfg.calibration else {}
         lam_c = cfg.calibration.lam if p else 0.0
-        gain = (1.0 - lam_m - lam_c) * rel
+        lam_p = cfg.exposure.penalty if cfg.exposure else 0.0
+        gain = (1.0 - lam_m - lam_c - lam_p) * rel
+        if lam_p:
+            pop = self.catalogue.popularity
+            top = math.log1p(max(pop)) if len(pop) else 0.0
+            gain -= lam_p * (math.log1p(pop[c]) / top if top > 0 else 0.0)
         if lam_m > 0 and chosen:
             gain -= lam_m * max(self._cosine(c, j) for j in chosen)
         if p:

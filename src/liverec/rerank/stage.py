@@ -9,12 +9,13 @@ Order of work for one request (C candidates, k slots, D vector size, G categorie
    any soft objective can bring them back;
 3. greedy selection, k steps: among the feasible candidates (category caps and the head-item cap
    not yet reached) take the one with the largest
-   ``(1 - lam_mmr - lam_cal) * rel - lam_mmr * maxsim - lam_cal * KL``, ties to the earlier
-   (better-scored) candidate. ``rel`` is the score min-max scaled to [0, 1] over the candidates
-   left after step 2; ``maxsim`` is the largest cosine to an item already listed (MMR, 0 for the
-   first pick); ``KL`` is Steck's miscalibration of the list with the item added. With one
-   objective on, this is exactly MMR (Carbonell & Goldstein 1998) or calibrated recommendations
-   (Steck 2018); with none, it is the score order under the caps.
+   ``(1 - lam_mmr - lam_cal - lam_pop) * rel - lam_mmr * maxsim - lam_cal * KL - lam_pop * pop~``,
+   ties to the earlier (better-scored) candidate. ``rel`` is the score min-max scaled to [0, 1]
+   over the candidates left after step 2; ``maxsim`` is the largest cosine to an item already
+   listed (MMR, 0 for the first pick); ``KL`` is Steck's miscalibration of the list with the
+   item added; ``pop~`` is the item's log popularity scaled to [0, 1] (exposure penalty). With
+   one objective on, this is exactly MMR (Carbonell & Goldstein 1998) or calibrated
+   recommendations (Steck 2018); with none, it is the score order under the caps.
 
 Cost: O(C log C + k (C D + G)) per request, no loop over the catalogue. ``GreedyReranker`` is the
 vectorised path; ``ReferenceReranker`` does the same with plain Python loops; tests compare them.
@@ -98,6 +99,12 @@ def history_mix(catalogue: Catalogue, history) -> dict[int, float]:
     return {int(c): float(n) / len(hist) for c, n in zip(codes, counts)}
 
 
+def popularity_norm(popularity: np.ndarray) -> np.ndarray:
+    """``log(1 + pop) / log(1 + max pop)`` in [0, 1] (all zero when nothing is popular)."""
+    top = np.log1p(popularity.max()) if len(popularity) else 0.0
+    return np.log1p(popularity) / top if top > 0 else np.zeros(len(popularity))
+
+
 class GreedyReranker:
     """The vectorised stage (see the module docstring).
 
@@ -113,6 +120,7 @@ class GreedyReranker:
         self._unit = catalogue.vectors / np.where(norms > 0, norms, 1.0)  # (N + 1, D)
         self._rules = CompiledRules(catalogue)
         self._head: dict[float, np.ndarray] = {}
+        self._pop_norm = popularity_norm(catalogue.popularity)  # (N + 1,)
 
     def describe(self) -> dict:
         return self.config.describe()
@@ -142,41 +150,52 @@ class GreedyReranker:
         lam_m = cfg.mmr.lam if cfg.mmr else 0.0
         p = history_mix(self.catalogue, history) if cfg.calibration else {}
         lam_c = cfg.calibration.lam if p else 0.0
+        exp = cfg.exposure
+        lam_p = exp.penalty if exp else 0.0
         cats = self.catalogue.categories[cands]  # (C,)
-        codes, local = np.unique(np.concatenate([cats, list(p)]).astype(np.int64),
-                                 return_inverse=True)
-        cand_code = local[: len(cands)]  # (C,) local category codes
-        counts = np.zeros(len(codes))  # (G,) listed items per category
-        cap = self._rules.caps(codes, cfg.rules, k)  # (G,)
-        head = (self._is_head(cfg.exposure.head_fraction)[cands] if cfg.exposure
-                else np.zeros(len(cands), bool))
-        max_head = int(np.floor(cfg.exposure.max_head_share * k + 1e-9)) if cfg.exposure else k
-        n_head = 0
         # base gain, -inf once a candidate is listed or blocked by a cap (blocks only grow)
-        base = (1.0 - lam_m - lam_c) * rel  # (C,)
-        base[cap[cand_code] < 1] = -np.inf
+        base = (1.0 - lam_m - lam_c - lam_p) * rel  # (C,)
+        if lam_p:
+            base -= lam_p * self._pop_norm[cands]
+        capped = cfg.rules.max_per_category is not None or bool(cfg.rules.category_caps)
+        if capped:
+            codes, cand_code = np.unique(cats, return_inverse=True)  # (G,), (C,)
+            counts = np.zeros(len(codes))  # (G,) listed items per category
+            cap = self._rules.caps(codes, cfg.rules, k)  # (G,)
+            base[cap[cand_code] < 1] = -np.inf
+        head = self._is_head(exp.head_fraction)[cands] if exp else np.zeros(len(cands), bool)
+        max_head = int(np.floor(exp.max_head_share * k + 1e-9)) if exp else k
+        n_head = 0
         if max_head < 1:
             base[head] = -np.inf
         unit = self._unit[cands] if lam_m > 0 else None  # (C, D)
         penalty = np.zeros(len(cands))  # (C,) lam_m * maxsim
-        if p:
-            h_code = local[len(cands):]  # (H,)
-            p_h = np.array(list(p.values()))  # (H,)
+        if p:  # only the history's categories change KL; KL_none is the same for all
+            h_codes = np.array(sorted(p))  # (H,)
+            p_h = np.array([p[c] for c in h_codes.tolist()])  # (H,)
+            pos = np.searchsorted(h_codes, cats).clip(max=len(h_codes) - 1)  # (C,)
+            cand_h = np.where(h_codes[pos] == cats, pos, len(h_codes))  # (C,) H = outside
+            counts_h = np.zeros(len(h_codes))  # (H,)
+            delta = np.zeros(len(h_codes) + 1)  # (H + 1,) last = outside, stays 0
             alpha = cfg.calibration.alpha
         out: list[int] = []
         for step in range(min(k, len(cands))):
             gain = base - penalty if step and unit is not None else base
             if p:
-                gain = gain - lam_c * _kl_if_added(counts, h_code, p_h, alpha, step + 1)[cand_code]
+                delta[:-1] = _kl_change(counts_h, p_h, alpha, step + 1)
+                gain = gain - lam_c * delta[cand_h]
             i = int(gain.argmax())
             if gain[i] == -np.inf:
                 break
             out.append(i)
             base[i] = -np.inf
-            g = cand_code[i]
-            counts[g] += 1
-            if counts[g] >= cap[g]:
-                base[cand_code == g] = -np.inf
+            if p and cand_h[i] < len(h_codes):
+                counts_h[cand_h[i]] += 1
+            if capped:
+                g = cand_code[i]
+                counts[g] += 1
+                if counts[g] >= cap[g]:
+                    base[cand_code == g] = -np.inf
             if head[i]:
                 n_head += 1
                 if n_head >= max_head:
@@ -187,16 +206,14 @@ class GreedyReranker:
         return out
 
 
-def _kl_if_added(counts, h_code, p_h, alpha, m) -> np.ndarray:
-    """KL(p || q~) of a list of m items for each category the m-th item could have. -> (G,).
+def _kl_change(counts_h, p_h, alpha, m) -> np.ndarray:
+    """How KL(p || q~) of a list of m items changes with the category of its m-th item. -> (H,).
 
     With q~_g = (1 - alpha) n_g / m + alpha p_g over the m - 1 items listed (n_g of category g),
     an m-th item of category c adds (1 - alpha) / m to q~_c only, so
-    KL_c = KL_none + p_c log(q~_c / (q~_c + (1 - alpha) / m)), KL_none = sum_g p_g log(p_g / q~_g).
+    KL_c = KL_none + p_c log(q~_c / (q~_c + (1 - alpha) / m)) for c in the history's categories
+    and KL_none otherwise. KL_none is the same for every candidate, so the greedy step needs
+    only the change (the reference adds it; the argmax is the same).
     """
-    den = counts[h_code] * ((1 - alpha) / m) + alpha * p_h  # (H,) q~ without the new item
-    total = float(p_h @ np.log(p_h / den))
-    kl = np.empty(len(counts))  # (G,) an item outside the history's categories leaves KL_none
-    kl.fill(total)
-    kl[h_code] = total + p_h * np.log(den / (den + (1 - alpha) / m))
-    return kl
+    den = counts_h * ((1 - alpha) / m) + alpha * p_h  # (H,) q~ without the new item
+    return p_h * np.log(den / (den + (1 - alpha) / m))
