@@ -172,21 +172,24 @@ def test_catalogue_rejects_misaligned_or_broken_facts():
 
 
 def test_whole_stage_p99_within_budget():
-    """k=20 from 200 candidates with every rule on; the budget is 1 ms, the bound here is
-    generous (shared CI cores); benchmarks/rerank_tradeoff.py reports the real figure."""
+    """k=20 from 200 candidates with every rule on. The budget is 1 ms; the bounds here are
+    generous because CI cores are shared (the thread's CPU time is immune to being preempted,
+    wall-clock is not); benchmarks/rerank_tradeoff.py reports the real figures."""
     cat = random_catalogue(n=2000, d=64, n_cats=30)
     cfg = RerankConfig(rules=HardRules(deny=frozenset({"id-0001"}), max_per_category=4,
                                        attributes=(AttributeFilter(exclude=frozenset({"a1"})),)),
                        mmr=MMRConfig(0.3), calibration=CalibrationConfig(0.3),
-                       exposure=ExposureConfig(0.2, 0.5))
+                       exposure=ExposureConfig(0.2, 0.5, 0.1))
     rr = GreedyReranker(cat, cfg)
     rng = np.random.default_rng(0)
-    times = []
+    wall, cpu = [], []
     for _ in range(300):
         cands, scores = rng.choice(np.arange(1, 2001), 200, replace=False), rng.normal(size=200)
         hist = rng.integers(1, 2001, 20)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         items, _ = rr.rerank(cands, scores, 20, hist)
-        times.append(time.perf_counter() - t)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.thread_time() - c)
         assert len(items) == 20
-    assert np.percentile(times, 99) < 0.025
+    assert np.percentile(cpu, 99) < 0.005
+    assert np.percentile(wall, 99) < 0.05
