@@ -170,6 +170,7 @@ class GreedyReranker:
             base[head] = -np.inf
         unit = self._unit[cands] if lam_m > 0 else None  # (C, D)
         penalty = np.zeros(len(cands))  # (C,) lam_m * maxsim
+        gain = np.empty(len(cands))  # (C,) scratch
         if p:  # only the history's categories change KL; KL_none is the same for all
             h_codes = np.array(sorted(p))  # (H,)
             p_h = np.array([p[c] for c in h_codes.tolist()])  # (H,)
@@ -178,12 +179,13 @@ class GreedyReranker:
             counts_h = np.zeros(len(h_codes))  # (H,)
             delta = np.zeros(len(h_codes) + 1)  # (H + 1,) last = outside, stays 0
             alpha = cfg.calibration.alpha
+            lam_p_h = lam_c * p_h  # (H,)
         out: list[int] = []
         for step in range(min(k, len(cands))):
-            gain = base - penalty if step and unit is not None else base
+            np.subtract(base, penalty, out=gain)
             if p:
-                delta[:-1] = _kl_change(counts_h, p_h, alpha, step + 1)
-                gain = gain - lam_c * delta[cand_h]
+                delta[:-1] = _kl_change(counts_h, p_h, alpha, step + 1, lam_p_h)
+                gain -= delta[cand_h]
             i = int(gain.argmax())
             if gain[i] == -np.inf:
                 break
@@ -201,19 +203,22 @@ class GreedyReranker:
                 if n_head >= max_head:
                     base[head] = -np.inf
             if unit is not None:
-                sims = lam_m * (unit @ unit[i])  # (C,)
-                penalty = sims if step == 0 else np.maximum(penalty, sims)
+                sims = unit @ (lam_m * unit[i])  # (C,)
+                if step:
+                    np.maximum(penalty, sims, out=penalty)
+                else:
+                    penalty = sims
         return out
 
 
-def _kl_change(counts_h, p_h, alpha, m) -> np.ndarray:
+def _kl_change(counts_h, p_h, alpha, m, weight) -> np.ndarray:
     """How KL(p || q~) of a list of m items changes with the category of its m-th item. -> (H,).
 
     With q~_g = (1 - alpha) n_g / m + alpha p_g over the m - 1 items listed (n_g of category g),
     an m-th item of category c adds (1 - alpha) / m to q~_c only, so
     KL_c = KL_none + p_c log(q~_c / (q~_c + (1 - alpha) / m)) for c in the history's categories
     and KL_none otherwise. KL_none is the same for every candidate, so the greedy step needs
-    only the change (the reference adds it; the argmax is the same).
+    only the change (the reference adds it; the argmax is the same). -> weight * change.
     """
     den = counts_h * ((1 - alpha) / m) + alpha * p_h  # (H,) q~ without the new item
-    return p_h * np.log(den / (den + (1 - alpha) / m))
+    return weight * np.log(den / (den + (1 - alpha) / m))
