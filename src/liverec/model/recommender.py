@@ -94,20 +94,30 @@ class Recommender:
         top = scores.topk(k, dim=1)
         return top.indices.numpy(), top.values.numpy()
 
-    def recommend(self, history: Sequence[str], k: int = 10,
-                  exclude_seen: bool = True) -> list[tuple[str, float]]:
-        """Top-k ``(item_id, score)`` for one history of external item ids (oldest first)."""
-        return self.recommend_batch([history], k=k, exclude_seen=exclude_seen)[0]
+    def recommend(self, history: Sequence[str], k: int = 10, exclude_seen: bool = True,
+                  rerank=None) -> list[tuple[str, float]]:
+        """Top-k ``(item_id, score)`` for one history of external item ids (oldest first).
+
+        ``rerank``: an optional ``liverec.rerank.Reranker``; the model's top
+        ``rerank.config.n_candidates`` items then go through it (hard rules, diversity,
+        calibration, exposure) and the list may be shorter than k when the rules leave fewer.
+        """
+        return self.recommend_batch([history], k=k, exclude_seen=exclude_seen, rerank=rerank)[0]
 
     def recommend_batch(self, histories: Sequence[Sequence[str]], k: int = 10,
-                        exclude_seen: bool = True) -> list[list[tuple[str, float]]]:
+                        exclude_seen: bool = True,
+                        rerank=None) -> list[list[tuple[str, float]]]:
         """:meth:`recommend` for many histories in one forward pass."""
         encoded = [self.encode(h) for h in histories]
-        idx, val = self.topk_indices(encoded, k, exclude_seen)
+        n_top = max(k, rerank.config.n_candidates) if rerank is not None else k
+        idx, val = self.topk_indices(encoded, n_top, exclude_seen)
         out = []
-        for row_idx, row_val in zip(idx, val):
+        for hist, row_idx, row_val in zip(encoded, idx, val):
             keep = np.isfinite(row_val)
-            out.append(list(zip(self.vocab.decode(row_idx[keep]), row_val[keep].tolist())))
+            row_idx, row_val = row_idx[keep], row_val[keep]
+            if rerank is not None:
+                row_idx, row_val = rerank.rerank(row_idx, row_val, k, history=hist)
+            out.append(list(zip(self.vocab.decode(row_idx), row_val.tolist())))
         return out
 
     def add_items(self, items: pl.DataFrame, encoder=None) -> np.ndarray:
