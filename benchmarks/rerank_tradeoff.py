@@ -1,6 +1,6 @@
 """Re-ranking trade-off on Beauty: accuracy vs diversity / exposure / calibration per lambda.
 
-    LIVEREC_DATA=/work/shared/data OMP_NUM_THREADS=1 \
+    LIVEREC_DATA=../shared/data OMP_NUM_THREADS=1 \
         python benchmarks/rerank_tradeoff.py --data beauty [--run runs/x] [--epochs 3]
 
 Without ``--run`` it first trains a SHORT SASRec (configs/beauty/sasrec.json with

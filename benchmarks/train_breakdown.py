@@ -1,6 +1,6 @@
 """Per-epoch time breakdown of training: data, forward, backward, optimiser, validation, other.
 
-    LIVEREC_DATA=/work/shared/data OMP_NUM_THREADS=1 PYTHONPATH=src \
+    LIVEREC_DATA=../shared/data OMP_NUM_THREADS=1 PYTHONPATH=src \
         python benchmarks/train_breakdown.py --data beauty --config configs/beauty/sasrec.json \
         --epochs 2 --threads 1 --label before
 

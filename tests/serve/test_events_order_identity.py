@@ -113,19 +113,22 @@ def test_any_id_accepted_on_write_reads_back_on_every_route(client):
                 continue
             got = client.get(path)
             assert got.status_code == 200 and got.json()["title"] == f"odd {n}", (odd, path)
-        assert client.get("/v1/items", params={"item_id": odd}).json()["title"] == f"odd {n}"
+        # the query encoded here: httpx 0.27 (the declared floor) leaves '%' unescaped in params
+        by_query = client.get(f"/v1/items?item_id={quote(odd, safe='')}")
+        assert by_query.json()["title"] == f"odd {n}"
         if "%" not in odd:
             sim = client.get(f"/v1/items/{enc}/similar", params={"k": 2})
             assert sim.status_code == 200 and sim.json()["item_id"] == odd
-        assert client.get("/v1/similar", params={"item_id": odd, "k": 2}
+        assert client.get(f"/v1/similar?item_id={quote(odd, safe='')}&k=2"
                           ).json()["item_id"] == odd
         if "%" not in odd:
             hist = client.get(f"/v1/users/{quote(user, safe='').replace('.', '%2E')}"
                               ).json()["history"]
             assert [e["item_id"] for e in hist] == ["3", odd]
-        rec = client.get("/v1/recommend", params={"user_id": user, "k": 3}).json()
+        rec = client.get(f"/v1/recommend?user_id={quote(user, safe='')}&k=3").json()
         assert rec["user_id"] == user and rec["events_seen"] == 2
-        exp = client.get("/v1/explain", params={"user_id": user, "item_id": odd})
+        exp = client.get(f"/v1/explain?user_id={quote(user, safe='')}"
+                         f"&item_id={quote(odd, safe='')}")
         assert exp.status_code == 200 and exp.json()["user_id"] == user
 
 

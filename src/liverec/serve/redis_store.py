@@ -360,7 +360,8 @@ class RedisStore:
         for table in (self._async, self._listen):
             entry = table.pop(id(loop), None)
             if entry is not None and entry[0] is loop:
-                await entry[1].aclose()
+                client = entry[1]  # redis-py 5.0.0 has close(); aclose() came in 5.0.1
+                await (client.aclose() if hasattr(client, "aclose") else client.close())
 
     def close(self) -> None:
         self._r.close()
