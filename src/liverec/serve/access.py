@@ -22,12 +22,13 @@ import re
 from fastapi import HTTPException, Request
 from starlette.routing import compile_path
 
+import liverec.serve.routes  # noqa: F401  (registers the anyid path convertor used below)
 from liverec.serve.keys import HEADER, KeyRing, Scope
 from liverec.serve.problems import send_problem
 
 ACCESS: dict[tuple[str, str], Scope] = {
     ("GET", "/v1/recommend"): Scope.READ,
-    ("GET", "/v1/users/{user_id:path}"): Scope.READ,
+    ("GET", "/v1/users/{user_id:anyid}"): Scope.READ,
     ("GET", "/v1/explain"): Scope.READ,
     ("GET", "/v1/stats"): Scope.READ,
     ("POST", "/v1/events"): Scope.WRITE,
@@ -39,7 +40,7 @@ ACCESS: dict[tuple[str, str], Scope] = {
 
 
 def openapi_path(template: str) -> str:
-    """A route template as the OpenAPI document writes it (``{id:path}`` -> ``{id}``)."""
+    """A route template as the OpenAPI document writes it (``{id:anyid}`` -> ``{id}``)."""
     return re.sub(r"\{(\w+):\w+\}", r"{\1}", template)
 
 

@@ -103,14 +103,14 @@ async def similar_by_query(engine: EngineDep, item_id: ItemIdQuery,
     return await _similar(engine, item_id, k)
 
 
-@router.get("/items/{item_id:path}/similar", response_model=SimilarOut, responses=UNKNOWN)
+@router.get("/items/{item_id:anyid}/similar", response_model=SimilarOut, responses=UNKNOWN)
 async def similar_items(engine: EngineDep, item_id: ItemId,
                         k: Annotated[int, Query(ge=1)] = 10) -> SimilarOut:
     """Items whose output vectors have the largest inner product with this item's."""
     return await _similar(engine, item_id, k)
 
 
-@router.get("/items/{item_id:path}", response_model=ItemOut, responses=UNKNOWN)
+@router.get("/items/{item_id:anyid}", response_model=ItemOut, responses=UNKNOWN)
 async def get_item(engine: EngineDep, item_id: ItemId) -> ItemOut:
     """An item's details and training popularity."""
     return _item(engine, item_id)

@@ -11,7 +11,7 @@ from liverec.serve.schemas import HistoryEvent, UserOut, problem_responses
 router = APIRouter(prefix="/v1", tags=["users"])
 
 
-@router.get("/users/{user_id:path}", response_model=UserOut,
+@router.get("/users/{user_id:anyid}", response_model=UserOut,
             responses=problem_responses(404, 503, s404="no events stored for this user"))
 async def get_user(engine: EngineDep,
                    user_id: str = Path(min_length=1, max_length=256)) -> UserOut:
