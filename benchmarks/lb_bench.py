@@ -27,7 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from serve_common import Conn, free_port, percentiles, start_server, stop_server
+from serve_common import (
+    Conn,
+    free_port,
+    percentiles,
+    start_server,
+    stop_server,
+    write_criteria_report,
+)
 
 OUT = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,12 +223,8 @@ def main() -> None:
               f"afterwards: {len(lost)}. The SIGTERM'd replica drained "
               f"({env['LIVEREC_SERVE_DRAIN_S']} s of /readyz 503), finished its requests and "
               f"exited with status {term_rc} "
-              "(uvicorn re-raises the SIGTERM after its graceful shutdown).", "",
-              "| criterion | value | target | pass |", "|---|---|---|---|"]
-    lines += [f"| {k} | {v['value']} | {v['target']} | {v['pass']} |"
-              for k, v in report["criteria"].items()]
-    (OUT / f"{args.out}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+              "(uvicorn re-raises the SIGTERM after its graceful shutdown).", ""]
+    write_criteria_report(lines, report["criteria"], OUT / f"{args.out}.md")
 
 
 if __name__ == "__main__":

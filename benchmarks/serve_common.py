@@ -103,3 +103,12 @@ def percentiles(lat_s: list[float]) -> dict[str, float]:
 
     return {"p50_ms": q(0.50), "p95_ms": q(0.95), "p99_ms": q(0.99),
             "max_ms": round(1000 * xs[-1], 3)}
+
+
+def write_criteria_report(lines: list[str], criteria: dict, path: Path) -> None:
+    """Append the pass/fail table of ``criteria`` ({name: {value, target, pass}}) to the report
+    ``lines``, write them to ``path`` (markdown) and print them."""
+    lines = [*lines, "| criterion | value | target | pass |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['value']} | {v['target']} | {v['pass']} |" for k, v in criteria.items()]
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

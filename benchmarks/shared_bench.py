@@ -27,7 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from serve_common import Conn, free_port, percentiles, start_server, stop_server
+from serve_common import (
+    Conn,
+    free_port,
+    percentiles,
+    start_server,
+    stop_server,
+    write_criteria_report,
+)
 
 OUT = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,12 +200,8 @@ def main() -> None:
               f"store routes {f['store_routes']['n']} calls (new connection each), statuses "
               f"{f['store_routes']['statuses']}, p50 {f['store_routes']['p50_ms']} ms, p99 "
               f"{f['store_routes']['p99_ms']} ms, max {f['store_routes']['max_ms']} ms; "
-              f"200 again {f['recovered_after_sigcont_s']} s after SIGCONT.", "",
-              "| criterion | value | target | pass |", "|---|---|---|---|"]
-    lines += [f"| {k} | {v['value']} | {v['target']} | {v['pass']} |"
-              for k, v in report["criteria"].items()]
-    (OUT / f"{args.out}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+              f"200 again {f['recovered_after_sigcont_s']} s after SIGCONT.", ""]
+    write_criteria_report(lines, report["criteria"], OUT / f"{args.out}.md")
 
 
 if __name__ == "__main__":

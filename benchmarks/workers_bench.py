@@ -25,7 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from serve_common import Conn, free_port, percentiles, start_server, stop_server
+from serve_common import (
+    Conn,
+    free_port,
+    percentiles,
+    start_server,
+    stop_server,
+    write_criteria_report,
+)
 
 OUT = Path(__file__).parent / "results"
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -255,11 +262,8 @@ def main() -> None:
                   f"that projects to {projection['one_worker_req_s_on_2_idle_cores']} req/s for "
                   f"one worker and {projection['two_workers_req_s_on_2_idle_cores']} for two "
                   f"({projection['ratio']}x): a projection from CPU time, not a measurement."]
-    lines += ["", "| criterion | value | target | pass |", "|---|---|---|---|"]
-    lines += [f"| {k} | {v['value']} | {v['target']} | {v['pass']} |"
-              for k, v in report["criteria"].items()]
-    (OUT / f"{args.out}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    lines += [""]
+    write_criteria_report(lines, report["criteria"], OUT / f"{args.out}.md")
 
 
 if __name__ == "__main__":

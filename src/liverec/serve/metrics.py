@@ -8,6 +8,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from liverec.serve.errors import StoreUnavailable
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -38,8 +40,6 @@ class Metrics:
     def track_store(self, store) -> None:
         """Report the store's event count and whether it answers, at each scrape (never an
         error: a store that cannot answer reads as NaN events and ``up`` 0)."""
-        from liverec.serve.errors import StoreUnavailable
-
         def count() -> float:
             try:
                 return float(store.stats()["events"])
