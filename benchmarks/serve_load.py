@@ -198,7 +198,9 @@ def reload_under_load(pool, port: int, args, users: list[str]) -> dict:
         c = await Conn("127.0.0.1", port).open()
         for _ in range(args.reloads):
             await asyncio.sleep(args.duration / (args.reloads + 1))
-            status, body = await c.json("POST", "/admin/reload", {"run_dir": str(args.run_dir)})
+            # absolute: a relative run_dir is read under the server's models root
+            status, body = await c.json("POST", "/admin/reload",
+                                        {"run_dir": str(args.run_dir.resolve())})
             versions.append(body.get("model_version") if status == 200 else None)
             status, body = await c.json("POST", "/admin/reload", {"run_dir": "no-such-run"})
             refused += status == 409

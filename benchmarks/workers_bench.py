@@ -52,11 +52,19 @@ def start_redis(port: int) -> subprocess.Popen:
     return proc
 
 
-def seed(port: int, users: int) -> None:
+def run_item_ids(run_dir: Path) -> list[str]:
+    """The run's item ids (opaque strings, as the service knows them)."""
+    import pyarrow.parquet as pq
+
+    return [str(v) for v in pq.read_table(run_dir / "items.parquet", columns=["item"])
+            .column("item").to_pylist()]
+
+
+def seed(port: int, users: int, ids: list[str]) -> None:
     async def run():
         c = await Conn("127.0.0.1", port).open()
         for u in range(users):
-            evs = [{"user_id": f"wb-{u}", "item_id": f"I{1 + (u * 7 + j) % 200:04d}"}
+            evs = [{"user_id": f"wb-{u}", "item_id": ids[(u * 7 + j) % min(200, len(ids))]}
                    for j in range(5)]
             status, body = await c.json("POST", "/v1/events", evs)
             if status != 200:
@@ -176,8 +184,9 @@ def main() -> None:
                                     env=env, log_path=tmp / "one.log"))
         servers.append(start_server(args.run_dir, p2, "--store", f"redis://127.0.0.1:{rport}/1",
                                     "--workers", "2", env=env, log_path=tmp / "two.log"))
-        seed(p1, args.users)
-        seed(p2, args.users)
+        ids = run_item_ids(args.run_dir)
+        seed(p1, args.users, ids)
+        seed(p2, args.users, ids)
         load_before = os.getloadavg()
 
         def closed(port, what):

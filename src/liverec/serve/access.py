@@ -54,7 +54,7 @@ def _denied(need: Scope) -> str:
     return f"this key may not do that: the route needs a {need.name.lower()} key"
 
 
-def require_access(request: Request) -> None:
+async def require_access(request: Request) -> None:
     """App-wide dependency: the matched route's scope (by its template) was granted."""
     if getattr(request.app.state, "keys", None) is None:
         return

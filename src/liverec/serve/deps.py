@@ -11,11 +11,11 @@ from liverec.serve.problems import Invalid
 from liverec.serve.settings import ServeSettings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_settings(request: Request) -> ServeSettings:
+async def get_settings(request: Request) -> ServeSettings:
     return request.app.state.settings
 
 
@@ -32,7 +32,7 @@ def _list_params(app) -> frozenset[str]:
     return names
 
 
-def single_query_values(request: Request) -> None:
+async def single_query_values(request: Request) -> None:
     """App-wide: a query parameter that takes one value is given at most once (FastAPI would
     silently keep the last one)."""
     params = request.query_params
