@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tests.edge.conftest import make_run
 
 import liverec
 from liverec.cli import main
@@ -20,8 +21,6 @@ from liverec.edge.reference import BundleReference, overlap_at_k, top_k
 from liverec.edge.table import CompactTable, compact_table
 from liverec.errors import ArtifactError, ConfigError
 from liverec.model.artifact import load_model
-
-from tests.edge.conftest import make_run
 
 pytest.importorskip("onnxruntime")
 FP32 = WebExportConfig(weights="fp32", runtime="none")
