@@ -135,6 +135,7 @@ def test_browser_lists_match_the_service_and_are_fast(service, student, page, re
     (out / "edge_synthetic.json").write_text(json.dumps({
         "histories": len(histories), "top10_overlap_int8": round(agree, 4),
         "fp32_same_items_up_to_ties": True, "p50_ms": here["p50_ms"],
+        "p90_ms": here["p90_ms"], "p99_ms": here["p99_ms"], "max_ms": here["max_ms"],
         "mean_ms": round(here["mean_ms"], 4), "p50_ms_fp32": exact["p50_ms"],
         "bundle_transfer_bytes": wire["bundle_bytes"], "bundle_raw_bytes":
         manifest["total"]["bytes"], "runtime_transfer_bytes": wire["runtime_bytes"],
@@ -158,8 +159,13 @@ def test_offline_after_loading_still_recommends_and_follows_clicks(service, page
         assert len(after) == 10 and clicked not in after and after != before
     expect(page.locator("#device-agree")).to_contain_text("server unreachable")
     assert aborted and all("/v1/recommend" in u for u in aborted)  # only the comparison
-    history = page.evaluate("window.liverecEdge.history.list()")
-    assert len(history) == 2
+    page.locator("#device-compare").uncheck()  # now nothing at all leaves the page
+    aborted.clear()
+    recs.locator("li").first.locator("button.item").click()
+    expect(recs).to_have_attribute("data-history-length", "3")
+    expect(page.locator("#device-agree")).to_contain_text("stayed on this device")
+    assert aborted == []
+    assert len(page.evaluate("window.liverecEdge.history.list()")) == 3
 
 
 def test_new_items_arrive_as_rows_and_stay(service, page):
