@@ -170,6 +170,10 @@ export class EdgeRecommender {
         throw new Error(`catalogue update: the server serves ${body.model_version}, this ` +
           `bundle is of ${this.manifest.source.model_version}: reload the bundle`);
       }
+      if (body.n_rows < this.rows) { // the server lost additions this copy holds (restart)
+        this.resetAdded();
+        continue;
+      }
       const fresh = body.items.filter((it) => it.index >= this.rows);
       if (fresh.length && fresh[0].index !== this.rows) {
         throw new Error(`catalogue update: expected row ${this.rows}, got ${fresh[0].index}`);
@@ -177,6 +181,15 @@ export class EdgeRecommender {
       added += this.addItems(fresh);
       if (!fresh.length || this.rows >= body.n_rows) return added;
     }
+  }
+
+  /** Forget the added items (the bundle's own items stay). */
+  resetAdded() {
+    for (const id of this.ids.slice(this.nModel)) this.lookup.delete(id);
+    this.ids.length = this.nModel;
+    this.titles.length = this.nModel;
+    this.table.added = new Float32Array(0);
+    if (this.storage) this.storage.removeItem(this.addedKey());
   }
 
   addedKey() { return `liverec.edge.added.${this.version}`; }
