@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -131,6 +132,18 @@ def test_runtime_is_copied_and_listed(pq_run, fake_runtime, tmp_path):
     assert rt["entry"] == "liverec-edge.js" and "ort-wasm-simd-threaded.wasm" in rt["files"]
     assert (tmp_path / "b" / "runtime" / "ort-wasm-simd-threaded.wasm.gz").is_file()
     assert "runtime.json" not in m["files"]  # the model's files and the runtime apart
+
+
+def test_runtime_gzip_copies_are_reused_only_when_they_match(pq_run, fake_runtime, tmp_path):
+    dist = tmp_path / "dist"
+    shutil.copytree(fake_runtime, dist)
+    good = gzip.compress(b"export {};\n", compresslevel=1)  # not what level 9 would write
+    (dist / "core.js.gz").write_bytes(good)
+    (dist / "liverec-edge.js.gz").write_bytes(gzip.compress(b"stale"))
+    export_web(pq_run, tmp_path / "b", dataclasses.replace(FP32, runtime=str(dist)))
+    out = tmp_path / "b" / "runtime"
+    assert (out / "core.js.gz").read_bytes() == good  # reused
+    assert gzip.decompress((out / "liverec-edge.js.gz").read_bytes()) == b"export {};\n"
 
 
 def test_a_new_export_replaces_the_old_bundle_whole(pq_run, id_run, tmp_path):

@@ -1,10 +1,12 @@
 // Build the runtime that `liverec export-web` copies into a bundle's runtime/ folder: the
 // client's ES modules and onnxruntime-web's WebAssembly backend (the single-file wasm build,
 // run on one thread), all from this package and its locked dependencies; nothing is fetched
-// at run time. Writes dist/ and dist/runtime.json (the file list export-web reads).
+// at run time. Writes dist/ (each file and its .gz) and dist/runtime.json (the file list
+// export-web reads).
 import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { gzipSync } from "node:zlib";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const dist = join(root, "dist");
@@ -27,7 +29,11 @@ const files = [
 ];
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist);
-for (const [name, src] of files) copyFileSync(src, join(dist, name));
+for (const [name, src] of files) {
+  copyFileSync(src, join(dist, name));
+  // the transfer copy, made once here rather than by every export (the .wasm takes seconds)
+  writeFileSync(join(dist, `${name}.gz`), gzipSync(readFileSync(src), { level: 9 }));
+}
 writeFileSync(join(dist, "runtime.json"), JSON.stringify({
   entry: "liverec-edge.js", onnxruntime_web: ortVersion, files: files.map(([n]) => n),
 }, null, 2) + "\n");

@@ -200,9 +200,14 @@ def _catalogue(items: pl.DataFrame) -> dict:
             "popular": popular_indices(counts).tolist()}
 
 
-def _file_entry(path: Path, write_gzip: bool) -> dict:
+def _file_entry(path: Path, write_gzip: bool, packed_copy: Path | None = None) -> dict:
+    """Size, gzip size and sha256 of ``path``; its ``.gz`` copy written beside it (taken from
+    ``packed_copy`` when that one decompresses to the same bytes)."""
     data = path.read_bytes()
-    packed = gzip.compress(data, compresslevel=9, mtime=0)
+    packed = packed_copy.read_bytes() if packed_copy is not None and packed_copy.is_file() \
+        else None
+    if packed is None or gzip.decompress(packed) != data:
+        packed = gzip.compress(data, compresslevel=9, mtime=0)
     if write_gzip:
         path.with_name(path.name + ".gz").write_bytes(packed)
     return {"bytes": len(data), "gzip_bytes": len(packed),
@@ -300,7 +305,7 @@ def _copy_runtime(dist: Path, dest: Path, write_gzip: bool) -> dict:
     names = runtime_files(dist)
     for name in names:
         shutil.copyfile(dist / name, dest / name)
-    files = {n: _file_entry(dest / n, write_gzip) for n in names}
+    files = {n: _file_entry(dest / n, write_gzip, dist / f"{n}.gz") for n in names}
     index = json.loads((dist / RUNTIME_INDEX).read_text())
     return {"dir": RUNTIME, "entry": index.get("entry"), "onnxruntime_web":
             index.get("onnxruntime_web"), "files": files, "total": _totals(files)}
