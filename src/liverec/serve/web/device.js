@@ -27,14 +27,15 @@ const median = (xs) => {
   return s.length ? s[Math.floor((s.length - 1) / 2)] : null;
 };
 
-function listItems(items, other) {
+function listItems(items, other, popular = false) {
   return items.map((it, r) => node("li", { "data-item": it.item_id,
     class: other && !other.has(it.item_id) ? "differs" : "" },
   node("span", { class: "rank" }, String(r + 1)),
   node("button", { class: "item", type: "button", title: "add to this device's history",
     onclick: () => view(it.item_id) },
   it.title || `item ${it.item_id}`,
-  node("span", { class: "meta" }, `  ${it.item_id} · score ${it.score.toFixed(3)}`))));
+  node("span", { class: "meta" },
+    `  ${it.item_id} · ${popular ? "popular" : `score ${it.score.toFixed(3)}`}`))));
 }
 
 async function start() {
@@ -78,7 +79,7 @@ async function render() {
   $("device-count").textContent = `(${ids.length})`;
   $("device-history").replaceChildren(...ids.slice().reverse().slice(0, 50)
     .map((id) => node("li", { title: id }, rec.title(id) || `item ${id}`)));
-  $("device-recs").replaceChildren(...listItems(r.items, null));
+  $("device-recs").replaceChildren(...listItems(r.items, null, r.fallback === "popular"));
   $("device-recs").setAttribute("data-history-length", String(ids.length));
   $("device-ms").textContent = `${r.ms.toFixed(1)} ms, p50 ${median(state.times).toFixed(1)} ms ` +
     `over ${state.times.length}` + (r.fallback ? " · popular (no history yet)" : "");
@@ -115,7 +116,7 @@ async function compare(ids, mineItems, mine) {
   const same = there.filter((i) => here.has(i.item_id)).length;
   $("server-ms").textContent = `${(performance.now() - t0).toFixed(1)} ms round trip`;
   $("device-agree").textContent = `${same} of ${there.length} items in common`;
-  box.replaceChildren(...listItems(there, here));
+  box.replaceChildren(...listItems(there, here, body.fallback === "popular"));
   box.setAttribute("data-history-length", String(ids.length));
 }
 
