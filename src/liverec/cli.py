@@ -199,7 +199,12 @@ def _cmd_export_web(args: argparse.Namespace) -> int:
     if args.check_on == "data":
         from liverec.compress.variants import check_histories, prepare_for
 
-        histories = check_histories(prepare_for(Path(args.run_dir)), cfg.check_histories)
+        try:
+            prepared = prepare_for(Path(args.run_dir))
+        except LiverecError as exc:
+            raise LiverecError(f"{exc} (the int8 check reads the run's test histories; "
+                               "--check-on probe uses seeded random ones instead)") from None
+        histories = check_histories(prepared, cfg.check_histories)
     m = export_web(Path(args.run_dir), out, cfg, histories)
     enc = m["encoder"]
     print(f"web bundle {m['version']} of {m['source']['model_version']}: {out}")

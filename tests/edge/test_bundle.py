@@ -211,6 +211,9 @@ def test_cli_export_web(pq_run, tmp_path, capsys):
                  "pq", "--weights", "fp32", "--runtime", str(tmp_path)]) == 2
     assert "not a built liverec web client" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+    # the run's data ("titled") cannot be loaded here: one line saying what else to do
+    assert main(["export-web", str(pq_run), "--out", str(tmp_path / "d")]) == 2
+    assert "--check-on probe" in capsys.readouterr().err and not (tmp_path / "d").exists()
 
 
 def test_fingerprint_and_version_agree_with_the_service(pq_run):
