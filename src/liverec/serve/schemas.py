@@ -280,3 +280,19 @@ class ModelCardOut(BaseModel):
     metrics: dict[str, Any] | None
     variants: dict[str, dict[str, Any]] | None
     training_curve: str | None
+
+
+class EdgeItem(BaseModel):
+    index: int = Field(description="the item's row (past the model's items)")
+    item_id: str
+    title: str
+    vector: list[float] = Field(description="the item's vector in the model's scoring space")
+
+
+class EdgeItemsOut(BaseModel):
+    """Items added after training, for a browser that holds this model version's bundle."""
+
+    model_version: str
+    n_model: int = Field(description="the model's own items (rows 1..n_model)")
+    n_rows: int = Field(description="rows now, padding row 0 included")
+    items: list[EdgeItem]

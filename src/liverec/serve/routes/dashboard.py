@@ -1,4 +1,5 @@
-"""The dashboard: static page at /ui, live figures (GET /v1/stats), model card (GET /v1/model)."""
+"""The dashboard: static page at /ui, live figures (GET /v1/stats), model card (GET /v1/model);
+the web bundle for its "on this device" mode (routes/edge.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from liverec.serve.deps import EngineDep
+from liverec.serve.routes import edge
 from liverec.serve.schemas import ModelCardOut, StatsOut, problem_responses
 from liverec.serve.stats import StatsWindow
 
@@ -30,6 +32,8 @@ def add_dashboard(app: FastAPI) -> None:
     """Mount the page at /ui and add the routes it reads."""
     app.state.stats = StatsWindow(app.state.metrics.registry)
     app.include_router(router)
+    app.include_router(edge.router)
+    app.include_router(edge.files)  # /edge/...: the served run's web bundle
     app.mount("/ui", StaticFiles(directory=WEB, html=True), name="ui")
 
 
