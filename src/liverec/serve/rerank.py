@@ -279,6 +279,7 @@ class RerankView:
             ok = self._compiled.allowed(np.arange(n), rules)  # (R,)
             live = h.flagged_rows[: h.n_rows]  # rows added since the snapshot too
             out = np.flatnonzero(~np.concatenate([ok & ~live[:n], ~live[n:]]))
+            out = out[out > 0]  # padding is never retrieved anyway
             if len(self._hidden) > 16:
                 self._hidden.clear()
             self._hidden[key] = out
