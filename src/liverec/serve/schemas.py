@@ -65,6 +65,9 @@ class RecommendOut(BaseModel):
 
 
 _Weight = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+# the bounds first: after JsonInt's validator pydantic would publish them as ge/le, not
+# minimum/maximum, inside the nullable union
+PerCategory = Annotated[int, Field(ge=1, le=10_000), JsonInt.__metadata__[0]]
 
 
 class RerankIn(_In):
@@ -81,8 +84,8 @@ class RerankIn(_In):
     exposure_penalty: _Weight | None = Field(None, description="log-popularity penalty")
     max_head_share: _Weight | None = Field(None, description="at most this share of a list "
                                                              "from the head items")
-    max_per_category: Annotated[int, Field(ge=1, le=10_000), *JsonInt.__metadata__] | None = \
-        Field(None, description="at most this many items per category")
+    max_per_category: PerCategory | None = Field(None, description="at most this many items "
+                                                                   "per category")
 
 
 class HistoryRecommendIn(RerankIn):
