@@ -261,6 +261,7 @@ def test_rerank_route_describes_the_rules(ruled, client):
     assert list(rules) == ["flags", "deny", "allow", "attributes", "category_caps", "mmr",
                            "calibration", "exposure"]
     assert rules["deny"] == {"name": "deny", "on": True, "locked": True, "detail": "2 ids"}
+    assert rules["flags"]["detail"] == "2 items flagged"
     assert rules["attributes"]["locked"] and not rules["mmr"]["locked"]
     assert rules["mmr"]["detail"] == "lambda 0.2" and not rules["allow"]["on"]
     assert d["candidates"] == 100

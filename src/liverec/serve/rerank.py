@@ -362,11 +362,15 @@ class RerankView:
         """The rules in effect by default, for the dashboard (lists as counts)."""
         f, r = self.file, self.file.rules
         n_flagged = int(self.handle.flagged_rows[: self.handle.n_rows].sum())
+        def count(n: int, what: str) -> str:
+            return f"{n} {what}" + ("" if n == 1 else "s")
+
         detail = {
-            "flags": f"{n_flagged} items flagged", "deny": f"{len(r.deny)} ids",
-            "allow": f"{len(r.allow or ())} ids", "attributes": f"{len(r.attributes)} filters",
+            "flags": count(n_flagged, "item") + " flagged", "deny": count(len(r.deny), "id"),
+            "allow": count(len(r.allow or ()), "id"),
+            "attributes": count(len(r.attributes), "filter"),
             "category_caps": f"at most {r.max_per_category} per category"
-            if r.max_per_category else f"{len(r.category_caps)} category caps",
+            if r.max_per_category else count(len(r.category_caps), "category cap"),
             "mmr": f"lambda {f.mmr.lam:g}" if f.mmr else "",
             "calibration": f"lambda {f.calibration.lam:g}" if f.calibration else "",
             "exposure": f"head {f.exposure.head_fraction:g}: at most "
