@@ -264,7 +264,7 @@ def test_rerank_route_describes_the_rules(ruled, client):
     assert rules["flags"]["detail"] == "2 items flagged"
     assert rules["attributes"]["locked"] and not rules["mmr"]["locked"]
     assert rules["mmr"]["detail"] == "lambda 0.2" and not rules["allow"]["on"]
-    assert d["candidates"] == 100
+    assert d["candidates"] == 100 and d["max_candidates"] == 400
     assert d["hidden_items"] == 2 + 1 + 5  # flags 3 and 7, deny 10, family f7
     plain = client.get("/v1/rerank").json()
     assert [r["name"] for r in plain["rules"] if r["on"]] == ["flags"]
@@ -301,3 +301,23 @@ def test_popular_rows_have_finite_scores_after_the_stage(ruled):
     assert a["fallback"] == "popular" and a["rerank"]["exposure_penalty"] == 0.5
     assert all(np.isfinite(i["score"]) for i in a["items"])
     assert len(a["items"]) == 8  # 4 categories, at most 2 each
+
+
+def test_a_short_list_widens_the_pool(make_client, rerank_run, tmp_path):
+    """5 candidates, at most 1 per category: the top 5 rarely hold all 4 categories, so the
+    stage retrieves 20, then 80 (``WIDEN``, up to max_candidates) until the list is full or
+    the catalogue ends; with max_candidates = candidates it never widens."""
+    c = make_client(run_dir=rerank_run, rerank=write(
+        tmp_path, "r.toml", "candidates = 5\nmax_candidates = 100\n[rules]\n"
+        "max_per_category = 1\n"))
+    for hist in (["8", "9"], ["20", "21", "22"], []):
+        a = c.post("/v1/recommend", json={"history": hist, "k": 4}).json()
+        cats = [int(i) % 4 for i in ids(a)]
+        assert sorted(cats) == [0, 1, 2, 3], (hist, ids(a))
+    six = c.post("/v1/recommend", json={"history": ["8"], "k": 6}).json()
+    assert len(ids(six)) == 4  # the rules run out: 4 categories, 1 each
+    narrow = make_client(run_dir=rerank_run, rerank=write(
+        tmp_path, "n.toml", "candidates = 5\nmax_candidates = 5\n[rules]\n"
+        "max_per_category = 1\n"))
+    short = narrow.post("/v1/recommend", json={"history": ["20", "21", "22"], "k": 4}).json()
+    assert len(ids(short)) < 4  # the top 5 alone

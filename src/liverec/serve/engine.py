@@ -75,7 +75,7 @@ class Query:
     vector: np.ndarray | None  # (D,) a cached user vector, or None = encode
     k: int  # rows to retrieve
     exclude: np.ndarray  # row indices never returned
-    post: Callable | None = None  # (ids, scores, history) -> the answer's (ids, scores)
+    post: Callable | None = None  # (ids, scores, history, more) -> the answer's (ids, scores)
 
 
 def compute_batch(queries: Sequence[Query]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -96,8 +96,20 @@ def compute_batch(queries: Sequence[Query]) -> list[tuple[np.ndarray, np.ndarray
             q = queries[i]
             keep = ids[r, : q.k] >= 0
             top, val = ids[r, : q.k][keep], scores[r, : q.k][keep]
-            out[i] = (vecs[i], *(q.post(top, val, q.history) if q.post else (top, val)))
+            if q.post is not None:
+                top, val = q.post(top, val, q.history, _retrieve(handle, vecs[i], q.exclude))
+            out[i] = (vecs[i], top, val)
     return out
+
+
+def _retrieve(handle: ModelHandle, vector: np.ndarray, exclude: np.ndarray):
+    """The top-n again for one user (the stage widens its pool with it)."""
+    def more(n: int) -> tuple[np.ndarray, np.ndarray]:
+        ids, scores = handle.retriever.search(vector[None], n, [exclude])  # (1, n)
+        keep = ids[0] >= 0
+        return ids[0][keep], scores[0][keep]
+
+    return more
 
 
 class Engine:
@@ -151,7 +163,10 @@ class Engine:
     @staticmethod
     def _naive(q: Query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ids, scores = q.handle.naive_topk(q.history, q.k, q.exclude)
-        return (np.zeros(0), *(q.post(ids, scores, q.history) if q.post else (ids, scores)))
+        if q.post is not None:
+            ids, scores = q.post(ids, scores, q.history,
+                                 lambda n: q.handle.naive_topk(q.history, n, q.exclude))
+        return np.zeros(0), ids, scores
 
     async def _topk(self, q: Query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.settings.naive:
@@ -182,8 +197,8 @@ class Engine:
 
     def _query(self, handle: ModelHandle, plan: Plan, history: np.ndarray,
                vector: np.ndarray | None, k: int, exclude: np.ndarray) -> Query:
-        def post(ids, scores, hist):
-            return plan.view.rank(plan, k, ids, scores, hist)
+        def post(ids, scores, hist, more):
+            return plan.view.rank(plan, k, ids, scores, hist, more)
 
         return Query(handle, history, vector, plan.candidates(k), exclude, post)
 
@@ -265,9 +280,13 @@ class Engine:
 
     def _popular(self, handle: ModelHandle, user_id: str | None, k: int, exclude: np.ndarray,
                  n_events: int, explain: bool, plan: Plan) -> bytes:
-        cand = handle.popular[~np.isin(handle.popular, exclude)][: plan.candidates(k)]
-        pops = np.array([handle.catalogue[i].get("popularity", 0) for i in cand], dtype=float)
-        cand, pops = plan.view.rank(plan, k, cand, pops)
+        ranked = handle.popular[~np.isin(handle.popular, exclude)]
+
+        def top(n: int) -> tuple[np.ndarray, np.ndarray]:
+            return ranked[:n], np.array([handle.catalogue[i].get("popularity", 0)
+                                         for i in ranked[:n]], dtype=float)
+
+        cand, pops = plan.view.rank(plan, k, *top(plan.candidates(k)), more=top)
         reasons = [POPULAR_REASON] * len(cand) if explain else None
         return self._answer(handle, user_id, cand, pops, n_events, "popular", reasons, plan)
 

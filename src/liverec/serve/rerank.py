@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +65,8 @@ from liverec.serve.rerank_config import (
 log = logging.getLogger(__name__)
 CATEGORY_PREFIX = "category:"
 _PLANS = 256  # distinct request overrides kept planned per model version
+WIDEN = 4  # a short list retrieves a pool this many times larger (up to max_candidates)
+Retrieve = Callable[[int], tuple[np.ndarray, np.ndarray]]  # n -> the top-n (rows, scores)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class Plan:
     allow: bool
     attributes: bool
     info: dict
+
+    widen_to: int = 0  # the largest pool a short list re-ranks (0: none)
 
     def candidates(self, k: int) -> int:
         """How many top-scored items retrieval returns for a list of k."""
@@ -260,7 +264,7 @@ class RerankView:
                 "max_head_share": share if exposure else None,
                 "max_per_category": cap}
         return Plan(self, config, tuple(info["applied"]), "allow" in on, "attributes" in on,
-                    info)
+                    info, f.pool_limit() if config is not None else 0)
 
     # --- hidden rows ------------------------------------------------------------------
 
@@ -310,8 +314,26 @@ class RerankView:
     # --- the stage --------------------------------------------------------------------
 
     def rank(self, plan: Plan, k: int, rows: np.ndarray, scores: np.ndarray,
-             history: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Retrieved rows (C,) and their scores (C,), best first -> the list (at most k)."""
+             history: np.ndarray | None = None, more: Retrieve | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Retrieved rows (C,) and their scores (C,), best first -> the list (at most k).
+
+        When the rules leave fewer than k items and retrieval may hold more (it returned all
+        it was asked for), ``more(n)`` retrieves the top n again for a pool :data:`WIDEN`
+        times larger, up to the file's ``max_candidates``: caps and filters that reject most
+        of the top candidates still fill the list when the catalogue can.
+        """
+        out = self._rank(plan, k, rows, scores, history)
+        asked = plan.candidates(k)
+        while (more is not None and plan.config is not None and len(out[0]) < k
+               and len(rows) >= asked and asked < plan.widen_to):
+            asked = min(plan.widen_to, asked * WIDEN)
+            rows, scores = more(asked)
+            out = self._rank(plan, k, rows, scores, history)
+        return out
+
+    def _rank(self, plan: Plan, k: int, rows: np.ndarray, scores: np.ndarray,
+              history: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         rows = np.asarray(rows, dtype=np.int64)
         scores = np.asarray(scores)
         if plan.config is not None:
@@ -378,5 +400,5 @@ class RerankView:
                         f"{f.exposure.penalty:g}" if f.exposure else ""}
         rules = [{"name": n, "on": n in self.configured, "locked": n in self.locked,
                   "detail": detail[n] if n in self.configured else ""} for n in RULES]
-        return {"rules": rules, "candidates": f.candidates,
+        return {"rules": rules, "candidates": f.candidates, "max_candidates": f.pool_limit(),
                 "hidden_items": int(len(self.locked_hidden()))}

@@ -5,6 +5,8 @@ The deployment's rules come from a JSON or TOML file (``liverec serve RUN --rera
 (:func:`load_rerank_file`; every mistake is one line naming the field)::
 
     candidates = 200            # top-scored items the stage re-ranks to k
+    max_candidates = 800        # a list the rules leave short re-ranks a wider pool, up to
+                                # this (default 4 x candidates; = candidates: never wider)
     locked = ["allow"]          # rules a request may not switch off (flags and deny never can)
 
     [rules]
@@ -98,6 +100,7 @@ class RerankFile(_File):
     """What a deployment's re-ranking file holds (see the module docstring)."""
 
     candidates: int = Field(200, ge=1, le=10_000)
+    max_candidates: int | None = Field(None, ge=1, le=100_000)
     locked: list[SwitchableRule] = Field(default_factory=list)
     rules: RulesFile = Field(default_factory=RulesFile)
     mmr: MMRFile | None = None
@@ -116,6 +119,10 @@ class RerankFile(_File):
         if self.exposure and (self.exposure.penalty > 0 or self.exposure.max_head_share < 1):
             on.add("exposure")
         return frozenset(on)
+
+    def pool_limit(self) -> int:
+        """The largest pool a short list widens to (at least ``candidates``)."""
+        return max(self.candidates, self.max_candidates or 4 * self.candidates)
 
     def weights(self) -> float:
         return ((self.mmr.lam if self.mmr else 0.0)

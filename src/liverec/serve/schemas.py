@@ -336,6 +336,8 @@ class RerankRulesOut(BaseModel):
 
     rules: list[RuleOut]
     candidates: int = Field(description="top-scored items the stage re-ranks to k")
+    max_candidates: int = Field(description="a list the rules leave short re-ranks a wider "
+                                            "pool, up to this many")
     hidden_items: int = Field(description="items no request can show now (flagged, denied, "
                                           "locked rules)")
 
