@@ -150,10 +150,11 @@ def _more(handle, vector: np.ndarray, exclude: np.ndarray):
 # ---- part 2: HTTP ----------------------------------------------------------------------
 
 
+MODES = {"off": "&rerank=false", "on": "", "mmr only": "&rerank=false&mmr_lambda=0.2"}
+
+
 def _path(user: str, mode: str, nonce: int | None) -> str:
-    path = f"/v1/recommend?user_id={user}&k={K}"
-    if mode == "off":
-        path += "&rerank=false"
+    path = f"/v1/recommend?user_id={user}&k={K}{MODES[mode]}"
     return path if nonce is None else f"{path}&nonce={nonce}"
 
 
@@ -240,14 +241,17 @@ def over_http(args, rules: Path) -> dict:
     try:
         users, _ = seed_users(port, args.run_dir, args.http_users, args.seed)
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-            for mode in ("off", "on"):  # every answer cached once, every user vector
+            for mode in MODES:  # every answer cached once, every user vector
                 pool.submit(client, {"kind": "warm", "port": port, "users": users,
                                      "mode": mode}).result()
             phases = {"cached": {"uncached": False}, "uncached": {"uncached": True}}
-            res: dict = {p: {"on": [], "off": []} for p in [*phases, "fixed_rate"]}
+            res: dict = {p: {m: [] for m in MODES} for p in [*phases, "fixed_rate"]}
             for r in range(args.rounds):
-                for mode in (("off", "on") if r % 2 == 0 else ("on", "off")):
+                order = list(MODES) if r % 2 == 0 else list(MODES)[::-1]
+                for mode in order:
                     for phase, extra in phases.items():
+                        if phase == "cached" and mode == "mmr only":
+                            continue  # a cached answer runs no stage: off and on suffice
                         spec = {"kind": "closed", "port": port, "conc": args.concurrency,
                                 "duration": args.duration, "users": users, "mode": mode,
                                 "seed": args.seed + 1 + r, **extra}
@@ -258,17 +262,22 @@ def over_http(args, rules: Path) -> dict:
                     res["fixed_rate"][mode].append(pool.submit(client, spec).result())
     finally:
         stop_server(proc)
-    summary = {}
+    summary: dict = {}
     for phase, modes in res.items():
-        summary[phase] = {mode: {key: statistics.median(x[key] for x in rounds)
-                                 for key in ("throughput_rps", "p50_ms", "p99_ms")}
-                          | {"errors": sum(x["errors"] for x in rounds),
-                             "requests": sum(x["requests"] for x in rounds)}
-                          for mode, rounds in modes.items()}
-        on, off = summary[phase]["on"], summary[phase]["off"]
-        summary[phase]["on_vs_off_rps"] = round(on["throughput_rps"] / off["throughput_rps"], 3)
-        summary[phase]["added_p50_ms"] = round(on["p50_ms"] - off["p50_ms"], 3)
-        summary[phase]["added_p99_ms"] = round(on["p99_ms"] - off["p99_ms"], 3)
+        summary[phase] = {}
+        for mode, rounds in modes.items():
+            if not rounds:
+                continue
+            m = {key: statistics.median(x[key] for x in rounds)
+                 for key in ("throughput_rps", "p50_ms", "p99_ms")}
+            m |= {"errors": sum(x["errors"] for x in rounds),
+                  "requests": sum(x["requests"] for x in rounds)}
+            off = summary[phase].get("off")
+            if mode != "off" and off is not None:
+                m |= {"vs_off_rps": round(m["throughput_rps"] / off["throughput_rps"], 3),
+                      "added_p50_ms": round(m["p50_ms"] - off["p50_ms"], 3),
+                      "added_p99_ms": round(m["p99_ms"] - off["p99_ms"], 3)}
+            summary[phase][mode] = m
     return {"users": len(users), "rounds": res, "summary": summary}
 
 
@@ -299,15 +308,18 @@ def markdown(report: dict) -> str:
                   f"{a['concurrency']} connections, {a['duration']} s per phase and mode, "
                   f"{a['rounds']} rounds alternated, medians of the rounds)", "",
                   "On: the file's rules (deny 100 ids, at most 4 per category, MMR 0.2, "
-                  "calibration 0.2, popularity penalty 0.2; 200 candidates); off: "
-                  "`rerank=false` (flags and the deny list only, at retrieval; no stage).", "",
-                  "| phase | mode | req/s | p50 ms | p99 ms | errors | on/off req/s | "
+                  "calibration 0.2, popularity penalty 0.2; 200 candidates); mmr only: "
+                  "`rerank=false&mmr_lambda=0.2`; off: `rerank=false` (flags and the deny "
+                  "list only, at retrieval; no stage). Cached: answers from the answer cache "
+                  "(no stage runs); uncached: a unique `nonce` parameter per request (answer-"
+                  f"cache miss, user-vector hit); fixed rate: uncached at {a['rate']} req/s, "
+                  "latency from the scheduled time.", "",
+                  "| phase | mode | req/s | p50 ms | p99 ms | errors | req/s vs off | "
                   "added p50 ms | added p99 ms |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for phase, s in h["summary"].items():
-            for mode in ("off", "on"):
-                m = s[mode]
-                tail = (f"{s['on_vs_off_rps']} | {s['added_p50_ms']} | {s['added_p99_ms']}"
-                        if mode == "on" else " | | ")
+            for mode, m in s.items():
+                tail = (f"{m['vs_off_rps']} | {m['added_p50_ms']} | {m['added_p99_ms']}"
+                        if "vs_off_rps" in m else " | | ")
                 lines.append(f"| {phase} | {mode} | {m['throughput_rps']} | {m['p50_ms']} | "
                              f"{m['p99_ms']} | {m['errors']} | {tail} |")
     lines += ["", "Criteria (issue 17): the stage adds <= 1 ms p99 per request at k=20 from 200 "
@@ -329,9 +341,9 @@ def criteria(report: dict) -> dict:
     if report.get("http"):
         s = report["http"]["summary"]
         for phase in ("cached", "uncached"):
-            out[f"{phase} req/s, on / off"] = {"value": s[phase]["on_vs_off_rps"],
-                                               "target": ">= 0.9",
-                                               "pass": s[phase]["on_vs_off_rps"] >= 0.9}
+            ratio = s[phase]["on"]["vs_off_rps"]
+            out[f"{phase} req/s, all rules on / off"] = {"value": ratio, "target": ">= 0.9",
+                                                         "pass": ratio >= 0.9}
     return out
 
 

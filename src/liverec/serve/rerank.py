@@ -177,6 +177,8 @@ class RerankView:
         self.reranker = GreedyReranker(self.catalogue)
         self._compiled = CompiledRules(self.catalogue)
         self.deny_rows = self.catalogue.indices_of(sorted(file.rules.deny))  # sorted
+        self._shown = np.ones(len(ids), dtype=bool)  # (R,) not denied
+        self._shown[self.deny_rows] = False
         r = file.rules
         self._filters = tuple(AttributeFilter(
             None if a.include is None else frozenset(a.include), frozenset(a.exclude))
@@ -304,11 +306,13 @@ class RerankView:
         return np.isin(rows, self.locked_hidden()) | ~self.visible(rows)
 
     def visible(self, rows: np.ndarray) -> np.ndarray:
-        """Which rows may be shown now (flags read live, deny list). (M,) -> (M,) bool."""
+        """Which rows may be shown now: not flagged (read live), not denied, and known to
+        this snapshot (a row added since waits for the rebuild, which follows at once).
+        (M,) -> (M,) bool."""
         rows = np.asarray(rows, dtype=np.int64)
-        ok = ~self.handle.flagged_rows[rows]
-        if len(self.deny_rows):
-            ok &= ~np.isin(rows, self.deny_rows)
+        known = rows < len(self._shown)
+        ok = known & ~self.handle.flagged_rows[rows]
+        ok[known] &= self._shown[rows[known]]
         return ok
 
     # --- the stage --------------------------------------------------------------------
