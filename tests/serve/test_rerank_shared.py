@@ -34,7 +34,8 @@ def test_a_flag_set_on_one_replica_hides_the_item_on_every_replica(make_client, 
                                                                    tmp_path):
     rules = tmp_path / "rules.toml"
     rules.write_text('[rules]\ndeny = ["12"]\n[mmr]\nlambda = 0.1\n')
-    a, b = (make_client(store=clean_redis, rerank=rules) for _ in range(2))
+    shared = {"store": clean_redis, "rerank": rules, "store_timeout_s": 2.0}  # a loaded box
+    a, b = (make_client(**shared) for _ in range(2))
     for item in ("8", "9", "10"):
         assert a.post("/v1/events", json={"user_id": "s", "item_id": item}).status_code == 200
     first = _ids(b, user_id="s")
@@ -49,7 +50,7 @@ def test_a_flag_set_on_one_replica_hides_the_item_on_every_replica(make_client, 
                                      "available": False}).status_code == 200
     _within(lambda: a.get("/v1/items/recalled").status_code == 200)
     assert a.get("/v1/items/recalled").json()["hidden"]
-    c = make_client(store=clean_redis, rerank=rules)
+    c = make_client(**shared)
     everything = _ids(c, user_id="s", k=60)
     assert not {"11", "12", "recalled"} & set(everything)
     assert len(everything) == 40 - 3 - 2  # seen 8-10; 11 flagged, 12 denied
