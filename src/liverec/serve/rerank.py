@@ -103,20 +103,21 @@ def category_codes(rows: Sequence[dict]) -> tuple[np.ndarray, dict[str, int]]:
     ``category:<name>`` attributes when any row has one (the first per row), else the item's
     most common attribute (codes equal to :func:`categories_from_attributes`).
     """
-    attrs = [list(r.get("attributes") or ()) for r in rows]
-    prefixed = [[a for a in x if a.startswith(CATEGORY_PREFIX)] for x in attrs]
+    attrs = [r.get("attributes") or () for r in rows]
     names: dict[str, int] = {}
     codes = np.full(len(rows), -1, dtype=np.int64)
-    if any(prefixed[1:]):
-        for r, p in enumerate(prefixed):
-            if r and p:
-                codes[r] = names.setdefault(p[0], len(names))
+    if any(a.startswith(CATEGORY_PREFIX) for x in attrs[1:] for a in x):
+        for r, x in enumerate(attrs):
+            first = next((a for a in x if a.startswith(CATEGORY_PREFIX)), None) if r else None
+            if first is not None:
+                codes[r] = names.setdefault(first, len(names))
         return codes, names
     codes = categories_from_attributes(attrs)
     counts = Counter(a for x in attrs for a in x)
-    for r, x in enumerate(attrs):
-        if codes[r] >= 0:
-            names.setdefault(min(x, key=lambda a: (-counts[a], a)), int(codes[r]))
+    rows_with = np.flatnonzero(codes >= 0)
+    for r in np.unique(codes[rows_with], return_index=True)[1]:  # first row of each code
+        row = rows_with[r]
+        names[min(attrs[row], key=lambda a: (-counts[a], a))] = int(codes[row])
     return codes, names
 
 
@@ -138,7 +139,8 @@ class ServedRerank:
 
     def rebuild(self) -> RerankView:
         """The view of the handle's current rows (built again only if the layout changed).
-        Blocking, O(R D); the engine calls it where it changes the catalogue."""
+        Blocking, O(R D) (0.16 s for Beauty's 12,101 items); the engine calls it in the
+        thread that changes the catalogue, before the change is acknowledged."""
         h = self.handle
         with self._lock:
             view = self._view
@@ -152,9 +154,10 @@ class ServedRerank:
             return self._view
 
     def current(self) -> RerankView:
-        """The view, rebuilt first if the catalogue's layout changed since."""
-        view = self._view
-        return view if view.layout == self.handle.layout_gen else self.rebuild()
+        """The latest view, never waiting for a rebuild (the event loop calls it): while one
+        is under way, rows added since are not shown yet (``RerankView.visible``); flags are
+        read live either way."""
+        return self._view
 
 
 class RerankView:
