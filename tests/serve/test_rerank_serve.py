@@ -321,3 +321,17 @@ def test_a_short_list_widens_the_pool(make_client, rerank_run, tmp_path):
         "max_per_category = 1\n"))
     short = narrow.post("/v1/recommend", json={"history": ["20", "21", "22"], "k": 4}).json()
     assert len(ids(short)) < 4  # the top 5 alone
+
+
+def test_naive_reference_path_gives_the_same_lists(make_client, rerank_run, tmp_path):
+    rules = write(tmp_path, "r.toml", "candidates = 10\n[rules]\nmax_per_category = 1\n"
+                  "deny = [\"9\"]\n[mmr]\nlambda = 0.3\n")
+    fast = make_client(run_dir=rerank_run, rerank=rules)
+    naive = make_client(run_dir=rerank_run, rerank=rules, naive=True)
+    for c in (fast, naive):
+        c.post("/v1/events", json=[{"user_id": "n", "item_id": i} for i in ("5", "6", "7")])
+    for params in ({"k": 4}, {"k": 4, "rerank": "false"}, {"k": 6, "mmr_lambda": 0}):
+        a = fast.get("/v1/recommend", params={"user_id": "n", **params}).json()
+        b = naive.get("/v1/recommend", params={"user_id": "n", **params}).json()
+        assert ids(a) == ids(b) and a["rerank"] == b["rerank"], params
+        assert not {"3", "7", "9"} & set(ids(a))

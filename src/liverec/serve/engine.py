@@ -194,12 +194,15 @@ class Engine:
         rerank_latency.py, every rule on, A/B on the loaded 2-core machine)."""
         q = Query(handle, history, vector, plan.candidates(k), exclude)
         vec, ids, scores = await self._topk(q)
-        if self.settings.naive:  # the reference path widens through the full recompute too
-            def more(n):
-                return handle.naive_topk(history, n, exclude)
+        if self.settings.naive:  # the reference path: widening recomputes too, off the loop
+            def naive():
+                return plan.view.rank(plan, k, ids, scores, history,
+                                      lambda n: handle.naive_topk(history, n, exclude))
+
+            ids, scores = await asyncio.get_running_loop().run_in_executor(None, naive)
         else:
-            more = _retrieve(handle, vec, exclude)
-        ids, scores = plan.view.rank(plan, k, ids, scores, history, more)
+            ids, scores = plan.view.rank(plan, k, ids, scores, history,
+                                         _retrieve(handle, vec, exclude))
         return vec, ids, scores
 
     async def recommend_user(self, user_id: str, k: int, exclude: Sequence[str] = (),
