@@ -233,7 +233,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     extra = {k: v for k, v in (("store", args.store), ("api_key", args.api_key),
                                ("api_key_file", args.api_key_file),
                                ("models_root", args.models_root),
-                               ("retriever", args.retriever)) if v}
+                               ("retriever", args.retriever), ("rerank", args.rerank)) if v}
     if args.naive:
         extra["naive"] = True
     print(f"serving {args.run_dir} on http://{args.host}:{args.port} (docs: /docs)")
@@ -514,6 +514,9 @@ def _add_serve(sub) -> None:
                    help="top-k search (default exact; hnsw/ivf for large catalogues)")
     p.add_argument("--naive", action="store_true",
                    help="reference path: no cache, no batching, full recompute per request")
+    p.add_argument("--rerank", metavar="FILE",
+                   help="re-ranking rules (JSON or TOML: deny/allow lists, category caps, MMR, "
+                        "calibration, exposure), checked at start; requests may override them")
     p.set_defaults(func=_cmd_serve)
 
 
