@@ -1,7 +1,9 @@
 // liverec edge client: load a web bundle (`liverec export-web`), keep the history on the
 // device, encode it with ONNX Runtime (WebAssembly, one thread), score the catalogue against
-// the compact item table, mask what was seen and return the top k with titles. The page asks
-// the server for nothing but the bundle's files (and, when told to, the catalogue's additions).
+// the compact item table, mask what was seen and what may not be shown (items flagged unsafe or
+// unavailable, or denied by the deployment) and return the top k with titles. The page asks
+// the server for nothing but the bundle's files (and, when told to, the catalogue's additions
+// and the ids now hidden).
 //
 //   import { loadBundle, HistoryStore } from "/edge/runtime/liverec-edge.js";
 //   const rec = await loadBundle("/edge/");
@@ -82,7 +84,12 @@ export class EdgeRecommender {
     this.titles = catalogue.titles.slice();
     this.popular = catalogue.popular;
     this.lookup = new Map(this.ids.map((id, i) => [id, i + 1]));
+    // ids never returned, masked like the history: the bundle's flagged items until the
+    // server's set (GET /v1/edge/hidden) replaces them; kept in storage for offline visits
+    this.hidden = new Set(catalogue.hidden || []);
+    this.hiddenVersion = null; // the server's ETag of `hidden` (null: the bundle's own set)
     this.restoreAdded();
+    this.restoreHidden();
   }
 
   get version() { return this.manifest.version; }
@@ -106,16 +113,27 @@ export class EdgeRecommender {
     return out.user.data; // Float32Array (D,)
   }
 
-  /** Top-k row indices and scores of a history of row indices. */
+  /** Rows of the hidden ids this copy holds (ids it does not hold yet stay in the set). */
+  hiddenRows() {
+    const rows = [];
+    for (const id of this.hidden) {
+      const i = this.lookup.get(id);
+      if (i !== undefined) rows.push(i);
+    }
+    return rows;
+  }
+
+  /** Top-k row indices and scores of a history of row indices; seen and hidden rows masked. */
   async recommendIndices(history, k = 10) {
+    const masked = [...history, ...this.hiddenRows()];
     const window = windowOf(history, this.nModel, this.maxLen);
     if (!window.length) {
-      const seen = new Set(history);
+      const seen = new Set(masked);
       const indices = this.popular.filter((i) => !seen.has(i)).slice(0, k);
       return { indices, scores: indices.map(() => 0), fallback: "popular" };
     }
     const u = await this.userVector(window);
-    return { ...topK(this.table.scores(u), k, history), fallback: null };
+    return { ...topK(this.table.scores(u), k, masked), fallback: null };
   }
 
   /**
@@ -154,11 +172,25 @@ export class EdgeRecommender {
 
   /**
    * Fetch the items the server added since this copy's last row (only those: the bundle is
-   * not downloaded again) and add them. The server must serve the bundle's model version.
+   * not downloaded again) and add them, then the ids now hidden (updateHidden). The server
+   * must serve the bundle's model version.
    * @param {string} url the server's additions route (e.g. "/v1/edge/items")
+   * @param {object} [options]
+   * @param {string|null} [options.hidden] the hidden ids' route (default: "hidden" beside
+   *   `url`, i.e. /v1/edge/hidden; null: not asked)
    * @returns {Promise<number>} items added
    */
-  async update(url = "/v1/edge/items", { fetch: fetchFn = globalThis.fetch.bind(globalThis) } = {}) {
+  async update(url = "/v1/edge/items", { fetch: fetchFn = globalThis.fetch.bind(globalThis),
+    hidden } = {}) {
+    const added = await this.updateItems(url, fetchFn);
+    const where = hidden === undefined
+      ? new URL("hidden", new URL(url, globalThis.location ? globalThis.location.href : undefined))
+      : hidden;
+    if (where !== null) await this.updateHidden(where, { fetch: fetchFn });
+    return added;
+  }
+
+  async updateItems(url, fetchFn) {
     let added = 0;
     for (;;) {
       const q = new URL(url, globalThis.location ? globalThis.location.href : undefined);
@@ -180,6 +212,54 @@ export class EdgeRecommender {
       }
       added += this.addItems(fresh);
       if (!fresh.length || this.rows >= body.n_rows) return added;
+    }
+  }
+
+  /**
+   * Replace the hidden ids by the server's (GET /v1/edge/hidden), asking with the last ETag:
+   * a 304 costs no body. On any failure the last set stays (offline: the stored one).
+   * @returns {Promise<boolean>} whether the set changed
+   */
+  async updateHidden(url = "/v1/edge/hidden",
+    { fetch: fetchFn = globalThis.fetch.bind(globalThis) } = {}) {
+    const q = new URL(url, globalThis.location ? globalThis.location.href : undefined);
+    const headers = this.hiddenVersion ? { "If-None-Match": `"${this.hiddenVersion}"` } : {};
+    const res = await fetchFn(q, { headers });
+    if (res.status === 304) return false;
+    if (!res.ok) throw new Error(`hidden items: ${res.status} ${res.statusText}`);
+    const body = await res.json();
+    if (!Array.isArray(body.item_ids) || !body.item_ids.every((x) => typeof x === "string")
+        || typeof body.version !== "string") {
+      throw new Error("hidden items: the answer is not a list of ids with a version");
+    }
+    const changed = body.version !== this.hiddenVersion;
+    this.setHidden(body.item_ids, body.version);
+    return changed;
+  }
+
+  /** Hide exactly these ids from now on (version: the server's ETag, or null). */
+  setHidden(ids, version = null, persist = true) {
+    this.hidden = new Set(ids);
+    this.hiddenVersion = version;
+    if (persist && this.storage) {
+      this.storage.setItem(this.hiddenKey(), JSON.stringify({ version, item_ids: [...ids] }));
+    }
+  }
+
+  hiddenKey() { return `liverec.edge.hidden.${this.version}`; }
+
+  restoreHidden() {
+    if (!this.storage) return;
+    const raw = this.storage.getItem(this.hiddenKey());
+    if (raw === null) return;
+    try {
+      const v = JSON.parse(raw);
+      if (!Array.isArray(v.item_ids) || !v.item_ids.every((x) => typeof x === "string")) {
+        throw new Error("not a list of ids");
+      }
+      this.setHidden(v.item_ids, typeof v.version === "string" ? v.version : null, false);
+    } catch (e) {
+      this.storage.removeItem(this.hiddenKey()); // unreadable: the bundle's set until update()
     }
   }
 

@@ -1,6 +1,8 @@
 // EdgeRecommender without a browser: a stand-in ONNX Runtime whose encoder returns a fixed user
 // vector, an in-memory bundle behind a fake fetch. Loading checks, masking, the popular
-// fallback, added items (kept in storage, fetched page by page, reset after a server restart).
+// fallback, added items (kept in storage, fetched page by page, reset after a server restart),
+// hidden items (the bundle's flags, then the server's set: masked like seen items, polled with
+// the ETag, kept in storage for offline visits).
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { test } from "node:test";
@@ -13,9 +15,9 @@ const D = 4;
 const rows = new Float32Array(N * D);
 for (let i = 1; i <= N; i++) rows[(i - 1) * D + (i % D)] = i;
 
-function files() {
+function files(hidden = undefined) {
   const catalogue = JSON.stringify({ ids: ["a", "b", "c", "d", "e", "f"],
-    titles: ["A", "B", "C", "D", "E", "F"], popular: [3, 1, 2] });
+    titles: ["A", "B", "C", "D", "E", "F"], popular: [3, 1, 2], hidden });
   return { "encoder.onnx": new Uint8Array([1, 2, 3]), "items.rows.f32": new Uint8Array(rows.buffer),
     "catalogue.json": new TextEncoder().encode(catalogue) };
 }
@@ -120,12 +122,13 @@ test("update: only rows past this copy's, page by page; a foreign model is refus
       items: server.filter((it) => it.index >= since).slice(0, 2) });
   }, calls);
   const rec = await load(memoryStorage());
-  assert.equal(await rec.update("http://x/v1/edge/items", { fetch }), 3);
+  assert.equal(await rec.update("http://x/v1/edge/items", { fetch, hidden: null }), 3);
   assert.deepEqual(calls, ["/v1/edge/items?since=7", "/v1/edge/items?since=9"]);
-  assert.equal(await rec.update("http://x/v1/edge/items", { fetch }), 0);
+  assert.equal(await rec.update("http://x/v1/edge/items", { fetch, hidden: null }), 0);
   const other = fetchFrom(() => JSON.stringify({ model_version: "m@2", n_model: N, n_rows: 7,
     items: [] }));
-  await assert.rejects(rec.update("http://x/v1/edge/items", { fetch: other }), /reload the bundle/);
+  await assert.rejects(rec.update("http://x/v1/edge/items", { fetch: other, hidden: null }),
+    /reload the bundle/);
 });
 
 test("update after the server lost its additions starts them over", async () => {
@@ -134,7 +137,80 @@ test("update after the server lost its additions starts them over", async () => 
     { item_id: "old2", title: "", vector: [1, 1, 1, 1] }]);
   const fetch = fetchFrom(() => JSON.stringify({ model_version: "m@1", n_model: N, n_rows: 8,
     items: [{ index: 7, item_id: "new", title: "", vector: [2, 2, 2, 2] }] }));
-  assert.equal(await rec.update("http://x/v1/edge/items", { fetch }), 1);
+  assert.equal(await rec.update("http://x/v1/edge/items", { fetch, hidden: null }), 1);
   assert.deepEqual(rec.ids.slice(N), ["new"]);
   assert.equal(rec.lookup.has("old1"), false);
+});
+
+const ids = async (rec, history, k = N) => (await rec.recommend(history, { k })).items
+  .map((i) => i.item_id);
+
+test("the bundle's hidden items are never returned, by score or as popular", async () => {
+  const rec = await load(null, files(["e", "c"]));
+  assert.deepEqual(await ids(rec, ["a"]), ["f", "d", "b"]); // e (5) and c (3) masked
+  assert.deepEqual(await ids(rec, ["a", "f", "b"]), ["d"]);
+  assert.deepEqual(await ids(rec, [], 2), ["a", "b"]); // popular [c, a, b] without c
+  const plain = await load(null, files());
+  assert.deepEqual(await ids(plain, ["a"], 3), ["f", "e", "d"]);
+});
+
+/** The server's two routes: items (none added) and hidden ids with an ETag (304 on a match). */
+function server(state, calls) {
+  return async (url, init = {}) => {
+    const u = new URL(url);
+    const match = (init.headers || {})["If-None-Match"];
+    calls.push(`${u.pathname}${match ? ` ${match}` : ""}`);
+    if (state.offline) throw new TypeError("Failed to fetch");
+    const body = u.pathname.endsWith("/hidden")
+      ? { model_version: "m@1", version: state.version, n_hidden: state.ids.length,
+        item_ids: state.ids }
+      : { model_version: "m@1", n_model: N, n_rows: N + 1, items: [] };
+    if (u.pathname.endsWith("/hidden") && match === `"${state.version}"`) {
+      return { ok: false, status: 304, statusText: "Not Modified" };
+    }
+    return { ok: true, status: 200, json: async () => JSON.parse(JSON.stringify(body)) };
+  };
+}
+
+test("update: the server's hidden ids replace the set, polled with the ETag", async () => {
+  const storage = memoryStorage();
+  const rec = await load(storage, files(["e"]));
+  const calls = [];
+  const state = { version: "h1", ids: ["f", "later"] };
+  const fetch = server(state, calls);
+  assert.equal(await rec.update("http://x/v1/edge/items", { fetch }), 0);
+  assert.deepEqual(calls, ["/v1/edge/items", "/v1/edge/hidden"]);
+  assert.deepEqual(await ids(rec, ["a"]), ["e", "d", "c", "b"]); // f hidden, e shown again
+  calls.length = 0;
+  assert.equal(await rec.updateHidden("http://x/v1/edge/hidden", { fetch }), false);
+  assert.deepEqual(calls, ['/v1/edge/hidden "h1"']); // 304: nothing changed
+  rec.addItems([{ item_id: "later", title: "", vector: [9, 9, 9, 9] }]);
+  assert.deepEqual(await ids(rec, ["a"], 1), ["e"]); // hidden before it arrived
+  Object.assign(state, { version: "h2", ids: [] });
+  assert.equal(await rec.updateHidden("http://x/v1/edge/hidden", { fetch }), true);
+  assert.deepEqual(await ids(rec, ["a"], 2), ["later", "f"]);
+});
+
+test("offline: the last hidden set stays, in memory and across loads", async () => {
+  const storage = memoryStorage();
+  const state = { version: "h1", ids: ["f", "d"] };
+  const rec = await load(storage);
+  await rec.update("http://x/v1/edge/items", { fetch: server(state, []) });
+  state.offline = true;
+  await assert.rejects(rec.update("http://x/v1/edge/items", { fetch: server(state, []) }),
+    /Failed to fetch/);
+  assert.deepEqual(await ids(rec, ["a"]), ["e", "c", "b"]);
+  const again = await load(storage); // a visit without the network
+  assert.equal(again.hiddenVersion, "h1");
+  assert.deepEqual(await ids(again, ["a"]), ["e", "c", "b"]);
+  storage.setItem(again.hiddenKey(), "{not json");
+  assert.deepEqual(await ids(await load(storage), ["a"], 2), ["f", "e"]); // bundle's set
+});
+
+test("a malformed hidden answer is refused and the set kept", async () => {
+  const rec = await load(null, files(["f"]));
+  const bad = async () => ({ ok: true, status: 200, json: async () => ({ item_ids: [1, 2] }) });
+  await assert.rejects(rec.updateHidden("http://x/v1/edge/hidden", { fetch: bad }),
+    /not a list of ids/);
+  assert.deepEqual(await ids(rec, ["a"], 1), ["e"]);
 });

@@ -10,14 +10,17 @@ A bundle is a directory of static files (served as they are, by the service or a
 ``encoder.onnx``      the sequence encoder: (item vectors (1, T, D), seqs (1, T)) -> user (1, D),
                       :func:`liverec.compress.export.export_onnx` (int8 weights where it pays)
 ``items.*``           the item table in compact form (:mod:`liverec.edge.table`)
-``catalogue.json``    item ids and titles in index order, and the most popular items
+``catalogue.json``    item ids and titles in index order, the most popular items, and the ids
+                      flagged in items.parquet (``hidden``: never recommended; the service
+                      sends the live set, deny list included, at GET /v1/edge/hidden)
 ``runtime/``          the JavaScript client and onnxruntime-web's WebAssembly files, copied from
                       the built client (``clients/js``: ``npm ci && npm run build``)
 ``*.gz``              a gzip copy of every file: the transfer form a server may send
 
 The browser computes the user vector with ONNX Runtime (WebAssembly, one thread), scores the
-catalogue against the compact table, masks the history and keeps the top k; it never sends the
-history anywhere. :mod:`liverec.edge.reference` does the same in Python (the reference path).
+catalogue against the compact table, masks the history and the hidden items and keeps the
+top k; it never sends the history anywhere. :mod:`liverec.edge.reference` does the same in
+Python (the reference path).
 """
 
 from __future__ import annotations
@@ -38,7 +41,12 @@ import polars as pl
 import torch
 
 from liverec.compress.export import export_onnx
-from liverec.edge.catalogue import catalogue_fingerprint, model_version, popular_indices
+from liverec.edge.catalogue import (
+    catalogue_fingerprint,
+    flagged_ids,
+    model_version,
+    popular_indices,
+)
 from liverec.edge.table import TABLE_KINDS, CompactTable, compact_table
 from liverec.errors import ArtifactError, ConfigError
 from liverec.model.artifact import library_version, load_model, read_meta
@@ -197,7 +205,7 @@ def _catalogue(items: pl.DataFrame) -> dict:
     counts = items["count"].fill_null(0).to_numpy() if "count" in items.columns \
         else np.zeros(items.height)
     return {"ids": [str(i) for i in items["item"].to_list()], "titles": titles,
-            "popular": popular_indices(counts).tolist()}
+            "popular": popular_indices(counts).tolist(), "hidden": flagged_ids(items)}
 
 
 def _file_entry(path: Path, write_gzip: bool, packed_copy: Path | None = None) -> dict:

@@ -45,6 +45,25 @@ def catalogue_fingerprint(items: pl.DataFrame) -> str:
     return h.hexdigest()
 
 
+FLAG_COLUMNS = ("unsafe", "flagged", "available", "unavailable")
+
+
+def flagged_ids(items: pl.DataFrame) -> list[str]:
+    """Ids of the items.parquet rows flagged as the service reads them
+    (``liverec.serve.model_handle.is_flagged``): ``unsafe`` or ``flagged`` true,
+    ``available`` false or ``unavailable`` true (a null says nothing). [] without these
+    columns. -> sorted ids."""
+    present = [c for c in FLAG_COLUMNS if c in items.columns]
+    if not present:
+        return []
+    out = []
+    for r in items.select("item", *present).to_dicts():
+        if (bool(r.get("unsafe")) or bool(r.get("flagged")) or r.get("available") is False
+                or bool(r.get("unavailable"))):
+            out.append(str(r["item"]))
+    return sorted(out)
+
+
 def popular_indices(counts: np.ndarray, n: int = 500) -> np.ndarray:
     """The ``n`` most frequent item indices (1-based), ties by index, as the service ranks
     its fallback for an empty history. counts: (N,) -> (min(n, N),)."""

@@ -107,16 +107,20 @@ class BundleReference:
         self.ids, self.titles = cat["ids"], cat["titles"]
         self.popular = np.asarray(cat["popular"], dtype=np.int64)
         self.lookup = {item: i + 1 for i, item in enumerate(self.ids)}
+        self.hidden = np.array([self.lookup[i] for i in cat.get("hidden", ())
+                                if i in self.lookup], dtype=np.int64)  # flagged rows
         self.max_len = int(self.manifest["model"]["max_len"])
         self.session = encoder_session(self.dir / ENCODER)
 
     def recommend(self, history: Sequence[str], k: int = 10) -> list[tuple[str, float]]:
         """(item id, score) of the top k for a history of ids (unknown ids are ignored);
-        an empty window gives the most popular unseen items with score 0."""
+        an empty window gives the most popular unseen items with score 0. Seen and hidden
+        (flagged) items are never returned."""
         idx = np.array([self.lookup[i] for i in history if i in self.lookup], dtype=np.int64)
         seq = window(idx, self.table.n_items, self.max_len)
+        masked = np.concatenate([idx, self.hidden])
         if not len(seq):
-            top = self.popular[~np.isin(self.popular, idx)][:k]
+            top = self.popular[~np.isin(self.popular, masked)][:k]
             return [(self.ids[i - 1], 0.0) for i in top]
         scores = self.table.scores(user_vector(self.session, self.rows, seq)[None])[0]
-        return [(self.ids[i - 1], float(scores[i])) for i in top_k(scores, idx, k)]
+        return [(self.ids[i - 1], float(scores[i])) for i in top_k(scores, masked, k)]

@@ -368,3 +368,14 @@ class EdgeItemsOut(BaseModel):
     n_model: int = Field(description="the model's own items (rows 1..n_model)")
     n_rows: int = Field(description="rows now, padding row 0 included")
     items: list[EdgeItem]
+
+
+class EdgeHiddenOut(BaseModel):
+    """Item ids no answer may hold (flagged ``unsafe``, not ``available``, or on the
+    deployment's deny list), for a browser recommending on the device: it masks them like
+    seen items. The same body as long as ``version`` (also the ETag) is the same."""
+
+    model_version: str
+    version: str = Field(description="sha1 of the sorted ids (16 hex digits); the ETag")
+    n_hidden: int
+    item_ids: list[str] = Field(description="sorted; denied ids the catalogue lacks included")

@@ -1,23 +1,25 @@
-"""The web bundle of the served run (GET /edge/...) and the catalogue's additions since it was
-built (GET /v1/edge/items), for the browser client in ``clients/js`` and the dashboard's
-"on this device" mode.
+"""The web bundle of the served run (GET /edge/...), the catalogue's additions since it was
+built (GET /v1/edge/items) and the ids no answer may hold (GET /v1/edge/hidden), for the
+browser client in ``clients/js`` and the dashboard's "on this device" mode.
 
 The bundle is the folder ``RUN_DIR/web`` that ``liverec export-web RUN_DIR`` writes; its files
 go out as they are, gzip-encoded (the bundle's ``.gz`` copies) when the browser accepts it.
-Neither route reads anything personal: they are open like the page itself.
+No route reads anything personal: they are open like the page itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from liverec.serve.deps import EngineDep
-from liverec.serve.schemas import EdgeItemsOut, problem_responses
+from liverec.serve.schemas import EdgeHiddenOut, EdgeItemsOut, problem_responses
 
 BUNDLE_DIR = "web"  # RUN_DIR/web, export-web's default --out
 MAX_ADDED = 1000
@@ -67,3 +69,41 @@ async def added_items(engine: EngineDep, since: Annotated[int, Query(ge=0)] = 0,
     items = [{"index": i, "item_id": h.ids[i], "title": h.catalogue[i].get("title", ""),
               "vector": table[i].tolist()} for i in range(start, min(n, start + limit))]
     return {"model_version": h.version, "n_model": h.n_model, "n_rows": n, "items": items}
+
+
+_hidden_cache: list = [None, None, -1, None]  # [engine, handle, flag_gen, (body, etag)]
+
+
+def hidden_ids(engine) -> tuple[dict, str]:
+    """The served version's hidden ids (flags read live, the deny list) as the response body
+    and its ETag. O(R) when a flag changed since the last call (R rows), O(1) otherwise."""
+    h = engine.handle
+    gen = h.flag_gen  # read first: a flag set meanwhile makes the next call compute again
+    if _hidden_cache[0] is engine and _hidden_cache[1] is h and _hidden_cache[2] == gen:
+        return _hidden_cache[3]
+    flags = h.flagged_rows  # a writer swaps in a longer array, never shrinks this one
+    n = min(h.n_rows, len(flags), len(h.ids))
+    rows = np.flatnonzero(flags[1:n]) + 1  # row 0 is padding
+    file = engine.rerank_file
+    ids = sorted({h.ids[r] for r in rows.tolist()} | set(file.rules.deny if file else ()))
+    version = hashlib.sha1("\x00".join(ids).encode()).hexdigest()[:16]
+    out = ({"model_version": h.version, "version": version, "n_hidden": len(ids),
+            "item_ids": ids}, f'"{version}"')
+    _hidden_cache[:] = [engine, h, gen, out]
+    return out
+
+
+@router.get("/edge/hidden", response_model=EdgeHiddenOut, responses={
+    304: {"description": "the ids are those of the ETag given in If-None-Match (no body)"},
+    **problem_responses(503)})
+async def hidden_items(request: Request, response: Response, engine: EngineDep):
+    """Ids of the items no answer may hold now: flagged ``unsafe`` or not ``available``
+    (items.parquet, ``PATCH /v1/items/{id}``) or denied by the deployment's rules. A browser
+    recommending on the device masks them like its history; it polls with
+    ``If-None-Match: <ETag>`` and gets 304 while they are the same."""
+    body, etag = hidden_ids(engine)
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    response.headers.update(headers)
+    return body

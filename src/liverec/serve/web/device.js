@@ -65,8 +65,11 @@ async function start() {
 
 function showAdded() {
   const n = state.rec.rows - state.rec.nModel - 1;
-  $("device-added").textContent = n ? `${n} added since the bundle was built` : "";
+  const hidden = state.rec.hidden.size; // flagged or denied: never listed here
+  $("device-added").textContent = [n ? `${n} added since the bundle was built` : "",
+    hidden ? `${hidden} hidden (flagged or denied)` : ""].filter(Boolean).join(" · ");
   $("device-added").setAttribute("data-added", String(n));
+  $("device-added").setAttribute("data-hidden", String(hidden));
 }
 
 async function render() {
