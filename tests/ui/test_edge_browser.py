@@ -8,6 +8,8 @@ its web bundle served by the service at /edge/, the dashboard's "on this device"
 - With the network cut after the bundle loaded, the page still recommends and follows clicks.
 - New items reach the page from their rows (GET /v1/edge/items), not by a new download, and
   stay across a reload.
+- An item flagged on the server (PATCH /v1/items/{id}) leaves the page's lists after update()
+  (GET /v1/edge/hidden) and stays hidden across a reload without asking again.
 
 Figures go to test-artifacts/edge_synthetic.json. The Beauty version: test_edge_beauty.py.
 """
@@ -193,3 +195,36 @@ def test_new_items_arrive_as_rows_and_stay(service, page):
     page.wait_for_function("window.liverecEdge !== undefined")
     expect(page.locator("#device-added")).to_have_attribute("data-added", "1")
     assert not any("/v1/edge/items" in u for u in later)  # kept in localStorage
+
+
+def test_a_flag_set_on_the_server_leaves_the_device_list_after_update(service, page):
+    open_device_mode(page, service)
+    recs = page.locator("#device-recs")
+    target = recs.locator("li").first.get_attribute("data-item")
+    later: list[str] = []
+    page.on("request", lambda r: later.append(r.url))
+    try:
+        r = httpx.patch(f"{service}/v1/items/{target}", json={"unsafe": True})
+        assert r.status_code == 200 and r.json()["unsafe"] is True
+        page.locator("#device-update").click()
+        expect(page.locator("#device-added")).to_have_attribute("data-hidden", "1")
+        expect(recs.locator(f'li[data-item="{target}"]')).to_have_count(0)
+        expect(recs.locator("li")).to_have_count(10)
+        expect(page.locator("#device-agree")).to_have_text("10 of 10 items in common")
+        assert sum("/v1/edge/hidden" in u for u in later) == 1
+        anywhere = page.evaluate("""async (id) => {
+            const rec = window.liverecEdge.rec;
+            const lists = await Promise.all(rec.ids.slice(0, 20).map(
+                (h) => rec.recommend([h], { k: rec.rows })));
+            return lists.some((l) => l.items.some((i) => i.item_id === id));
+        }""", target)
+        assert anywhere is False
+        later.clear()
+        page.reload()
+        page.wait_for_function("window.liverecEdge !== undefined")
+        expect(page.locator("#device-added")).to_have_attribute("data-hidden", "1")
+        expect(recs.locator("li")).to_have_count(10)
+        expect(recs.locator(f'li[data-item="{target}"]')).to_have_count(0)
+        assert not any("/v1/edge/hidden" in u for u in later)  # kept in localStorage
+    finally:
+        httpx.patch(f"{service}/v1/items/{target}", json={"unsafe": False})
