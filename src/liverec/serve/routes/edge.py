@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+import weakref
 from pathlib import Path
 from typing import Annotated
 
@@ -71,7 +72,9 @@ async def added_items(engine: EngineDep, since: Annotated[int, Query(ge=0)] = 0,
     return {"model_version": h.version, "n_model": h.n_model, "n_rows": n, "items": items}
 
 
-_hidden_cache: list = [None, None, -1, None]  # [engine, handle, flag_gen, (body, etag)]
+# the last answer: [weakref to the engine, to the handle, flag_gen, (body, etag)] (weak: a
+# swapped-out model is not kept alive by it)
+_hidden_cache: list = [lambda: None, lambda: None, -1, None]
 
 
 def hidden_ids(engine) -> tuple[dict, str]:
@@ -79,7 +82,7 @@ def hidden_ids(engine) -> tuple[dict, str]:
     and its ETag. O(R) when a flag changed since the last call (R rows), O(1) otherwise."""
     h = engine.handle
     gen = h.flag_gen  # read first: a flag set meanwhile makes the next call compute again
-    if _hidden_cache[0] is engine and _hidden_cache[1] is h and _hidden_cache[2] == gen:
+    if _hidden_cache[0]() is engine and _hidden_cache[1]() is h and _hidden_cache[2] == gen:
         return _hidden_cache[3]
     flags = h.flagged_rows  # a writer swaps in a longer array, never shrinks this one
     n = min(h.n_rows, len(flags), len(h.ids))
@@ -89,7 +92,7 @@ def hidden_ids(engine) -> tuple[dict, str]:
     version = hashlib.sha1("\x00".join(ids).encode()).hexdigest()[:16]
     out = ({"model_version": h.version, "version": version, "n_hidden": len(ids),
             "item_ids": ids}, f'"{version}"')
-    _hidden_cache[:] = [engine, h, gen, out]
+    _hidden_cache[:] = [weakref.ref(engine), weakref.ref(h), gen, out]
     return out
 
 
