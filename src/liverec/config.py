@@ -235,8 +235,8 @@ class EvalConfig:
     batch_size: int = 1024
     baselines: tuple[Baseline, ...] = ("pop", "itemknn", "als", "repeat")
     # "auto" = "repeat" (repeat-aware protocol and model mode) when the training split's
-    # repeat rate is >= repeat_threshold, else "masked" (data/repeats.py; the threshold is
-    # measured in benchmarks/results/repeat_threshold.md)
+    # repeat rate is >= repeat_threshold, else "masked" (data/repeats.py says why 20%, from
+    # benchmarks/results/repeat_threshold*.md)
     protocol: Protocol = "auto"
     repeat_threshold: float = 0.2
 
