@@ -76,7 +76,7 @@ def test_choice_rule_and_threshold():
 
 def test_auto_switches_on_a_repeat_heavy_log_and_stays_masked_on_the_shop(caplog):
     listening = prepare(generate(LISTENING), DataConfig())
-    shop = prepare(generate(dataclasses.replace(LISTENING, kind="shop")), DataConfig())
+    shop = prepare(generate(SyntheticConfig()), DataConfig())  # the demo's shop: 14.3%
     with caplog.at_level(logging.INFO, logger="liverec.data.repeats"):
         cfg, info = resolve_protocol(RunConfig(), listening)
     assert cfg.eval.protocol == "repeat" and info["chosen_by"] == "auto"
