@@ -375,13 +375,19 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 def _print_metrics(metrics: dict, ks: tuple[int, ...],
                    title: str = "Test metrics (full ranking, seen items masked, ties pessimistic)"
                    ) -> None:
-    from liverec.evaluate.report import metrics_table, repeat_line
+    from liverec.evaluate.report import choice_line, kind_section, metrics_table, repeat_line
 
     rows = {f"{metrics['model']['name']} (liverec)": metrics["model"]["test"]}
     rows.update(metrics.get("baselines", {}))
+    repeat_aware = metrics.get("protocol_choice", {}).get("protocol") == "repeat"
+    if repeat_aware:
+        title = title.replace("seen items masked", "history NOT masked (repeat-aware)")
     print(f"\n{title}:\n")
     print(metrics_table(rows, ks))
-    print(repeat_line(metrics["model"]["test"]))
+    print(kind_section(metrics, rows, ks) if repeat_aware else
+          repeat_line(metrics["model"]["test"]))
+    if "protocol_choice" in metrics:
+        print(choice_line(metrics["protocol_choice"]))
 
 
 def _add_train(sub) -> None:

@@ -41,7 +41,12 @@ Schedule = Literal["cosine", "constant"]
 Amp = Literal["none", "bf16"]
 Device = Literal["cpu", "cuda", "auto"]
 NonFinite = Literal["stop", "skip"]
-Baseline = Literal["pop", "itemknn", "als"]
+Baseline = Literal["pop", "itemknn", "als", "repeat"]
+SyntheticKind = Literal["shop", "listening"]
+# "masked": history items masked (the published protocol); "repeat": nothing masked, repeat and
+# explore targets reported apart (evaluate/protocol.py); "auto": chosen from the training
+# split's repeat rate (data/repeats.py)
+Protocol = Literal["auto", "masked", "repeat"]
 METRICS = ("hr", "ndcg", "mrr")  # the per-K metrics evaluation computes (evaluate/metrics.py)
 
 # Range rules: (low, high, low_inclusive, high_inclusive); None = unbounded.
@@ -54,7 +59,9 @@ _UNIT_OPEN = (0, 1, True, False)  # [0, 1)
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """The synthetic shop: categories, attribute-rich items, users with tastes and habits."""
+    """Generated data: the synthetic shop (``kind="shop"``: categories, attribute-rich items,
+    users with tastes and habits) or a repeat-heavy listening log (``kind="listening"``: users
+    return to what they played before, data/listening.py)."""
 
     n_users: int = 2000
     n_items: int = 500
@@ -64,14 +71,24 @@ class SyntheticConfig:
     habit_strength: float = 0.7  # share of steps that follow the sequential habit (next in chain)
     seed: int = 7
     known_answer: bool = False  # cyclic sequences: next item = last + 1 (mod n_items)
+    kind: SyntheticKind = "shop"  # "shop" | "listening" (repeat-heavy, data/listening.py)
+    # listening only: mean of the users' repeat propensities (Beta-distributed; the share of
+    # next events that replay an item already in the history) and the power-law exponent of
+    # the replay kernel (a past play at lag l is copied with weight l ** -recency_decay)
+    repeat_share: float = 0.65
+    recency_decay: float = 1.0
 
     def __post_init__(self) -> None:
         _validate(self, "data.synthetic", {
             "n_users": _GE1, "n_items": (2, None, True, True), "n_categories": _GE1,
-            "min_len": _GE1, "max_len": _GE1, "habit_strength": _UNIT})
+            "min_len": _GE1, "max_len": _GE1, "habit_strength": _UNIT,
+            "repeat_share": _UNIT_OPEN, "recency_decay": _GE0})
         if self.max_len < self.min_len:
             raise ConfigError(f"data.synthetic.max_len ({self.max_len}) must be >= "
                               f"data.synthetic.min_len ({self.min_len})")
+        if self.known_answer and self.kind != "shop":
+            raise ConfigError("data.synthetic.known_answer is for kind=shop only (the cyclic "
+                              f"known-answer sequences), not kind={self.kind}")
 
 
 @dataclass(frozen=True)
@@ -220,14 +237,19 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Full-ranking evaluation: leave-one-out, seen items masked."""
+    """Full-ranking evaluation: leave-one-out; seen items masked, or not (``protocol``)."""
 
     ks: tuple[int, ...] = (5, 10, 20)
     batch_size: int = 1024
-    baselines: tuple[Baseline, ...] = ("pop", "itemknn", "als")
+    baselines: tuple[Baseline, ...] = ("pop", "itemknn", "als", "repeat")
+    # "auto" = "repeat" (repeat-aware protocol and model mode) when the training split's
+    # repeat rate is >= repeat_threshold, else "masked" (data/repeats.py says why 20%, from
+    # benchmarks/results/repeat_threshold*.md)
+    protocol: Protocol = "auto"
+    repeat_threshold: float = 0.2
 
     def __post_init__(self) -> None:
-        _validate(self, "eval", {"batch_size": _GE1})
+        _validate(self, "eval", {"batch_size": _GE1, "repeat_threshold": (0, 1, False, True)})
         if not self.ks:
             raise ConfigError("eval.ks must list at least one cut-off K, e.g. [5, 10, 20]")
         if any(k < 1 for k in self.ks) or len(set(self.ks)) != len(self.ks):

@@ -5,6 +5,7 @@ Each item has a category, brand, colour and price band. Each user likes 2-3 cate
 current category's fixed chain, otherwise a fresh item drawn from the user's taste, popular items
 (Zipf-like within a category) more likely. With ``known_answer`` every sequence is cyclic
 (next item = last + 1 mod n_items), so a model can be checked against a known answer.
+``kind="listening"`` generates a repeat-heavy listening log instead (data/listening.py).
 """
 
 from __future__ import annotations
@@ -152,18 +153,34 @@ def _tastes(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[np.ndarray,
     return fav, np.cumsum(weights, axis=1)
 
 
-def _habit_sequences(cfg: SyntheticConfig, cat: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``[n_users, max_len]`` item indices following tastes and category-chain habits."""
+def taste_world(cfg: SyntheticConfig, cat: np.ndarray, rng: np.random.Generator) -> dict:
+    """What users draw from: each item's chain successor ``next``, the popularity ``order`` and
+    ``cdf`` (:func:`_popularity`), and each user's favourite categories ``fav`` with their
+    cumulative weights ``cum_w`` (:func:`_tastes`)."""
     nxt = _chains(cat, rng)
     order, cdf = _popularity(cat, rng)
     fav, cum_w = _tastes(cfg, rng)
+    return {"next": nxt, "order": order, "cdf": cdf, "fav": fav, "cum_w": cum_w}
+
+
+def draw_fresh(rows: np.ndarray, world: dict, rng: np.random.Generator) -> np.ndarray:
+    """One item per user in ``rows``: a favourite category by taste, then an item of it by
+    (Zipf) popularity. -> (len(rows),) int64."""
+    fav, cum_w = world["fav"][rows], world["cum_w"][rows]
+    which = np.minimum((rng.random(len(rows))[:, None] > cum_w).sum(axis=1), fav.shape[1] - 1)
+    c = fav[np.arange(len(rows)), which]
+    u = np.minimum(rng.random(len(rows)), 1.0 - 1e-9)
+    return world["order"][np.searchsorted(world["cdf"], c + u, side="right")]
+
+
+def _habit_sequences(cfg: SyntheticConfig, cat: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``[n_users, max_len]`` item indices following tastes and category-chain habits."""
+    world = taste_world(cfg, cat, rng)
+    nxt = world["next"]
     users = np.arange(cfg.n_users)
     seq = np.empty((cfg.n_users, cfg.max_len), dtype=np.int64)
     for t in range(cfg.max_len):  # loop over positions; each step is vectorised over users
-        which = np.minimum((rng.random(cfg.n_users)[:, None] > cum_w).sum(axis=1), fav.shape[1] - 1)
-        c = fav[users, which]
-        u = np.minimum(rng.random(cfg.n_users), 1.0 - 1e-9)
-        fresh = order[np.searchsorted(cdf, c + u, side="right")]
+        fresh = draw_fresh(users, world, rng)
         if t == 0:
             seq[:, 0] = fresh
         else:
@@ -184,16 +201,22 @@ def generate(cfg: SyntheticConfig) -> Dataset:
     """Generate the synthetic shop, deterministically from ``cfg.seed``.
 
     Args:
-        cfg: Sizes, sequence lengths, habit strength, seed and the known-answer switch.
+        cfg: Sizes, sequence lengths, habit strength, seed, the known-answer switch and the
+            kind (``"listening"``: :func:`liverec.data.listening.generate_listening`).
 
     Returns:
-        A dataset named ``synthetic`` (or ``synthetic-known-answer``). Users are ``U00001``...,
-        items ``I0001``... (``"0".."n_items-1"`` with ``known_answer``); ``ts`` is unix seconds.
+        A dataset named ``synthetic`` (or ``synthetic-known-answer``,
+        ``synthetic-listening``). Users are ``U00001``..., items ``I0001``...
+        (``"0".."n_items-1"`` with ``known_answer``); ``ts`` is unix seconds.
 
     Raises:
         ConfigError: For sizes < 1, ``min_len > max_len`` or a habit strength outside [0, 1].
     """
     _check(cfg)
+    if cfg.kind == "listening":
+        from liverec.data.listening import generate_listening
+
+        return generate_listening(cfg)
     rng = np.random.default_rng(cfg.seed)
     item_ids = _ids("I", cfg.n_items, pad=not cfg.known_answer)
     items, cat = _items(cfg, rng, item_ids)

@@ -94,7 +94,47 @@ class ALS:
         return torch.from_numpy((vecs @ self.model_.item_factors.T).astype(np.float32))
 
 
-BASELINES: dict[str, type] = {"pop": Popularity, "itemknn": ItemKNN, "als": ALS}
+class RepeatHistory:
+    """The user's own history first, by frequency then recency; popularity for the rest.
+
+    Score of an item in the history: 1 + its place in the history ordered by (count in the
+    history, last position) ascending, so the most frequent item ranks first and, among equally
+    frequent ones, the one seen last; every other item: its popularity in the fitted histories
+    scaled into [0, 1), below every history item. The simple repeat baseline of repeat-aware
+    evaluation (e.g. the "personal popularity" of Ariannezhad et al., ReCANet, SIGIR 2022);
+    under the masked protocol its history is masked and it ranks like ``Popularity``.
+    """
+
+    def fit(self, histories: Sequence[np.ndarray], n_items: int) -> RepeatHistory:
+        counts = np.bincount(np.concatenate(histories), minlength=n_items + 1).astype(np.float64)
+        counts[0] = 0.0
+        self.n_items_ = n_items
+        self.popularity_ = counts / (counts.max() + 1.0)  # (N + 1,) in [0, 1)
+        return self
+
+    def score(self, histories: list[np.ndarray]) -> torch.Tensor:
+        out = np.tile(self.popularity_, (len(histories), 1))  # (B, N + 1)
+        for row, h in enumerate(histories):
+            rows, ranks = history_order(h)
+            out[row, rows] = 1.0 + ranks
+        return torch.from_numpy(out.astype(np.float32))
+
+
+def history_order(history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct items, their rank 1..D) of a history, ascending by (count, last position):
+    the most frequent, then most recent item gets D. -> two (D,) arrays."""
+    h = np.asarray(history, dtype=np.int64)
+    items, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
+    last = np.zeros(len(items), dtype=np.int64)
+    np.maximum.at(last, inverse, np.arange(len(h)))
+    order = np.lexsort((last, counts))  # ascending: count first, then last position
+    ranks = np.empty(len(items), dtype=np.float64)
+    ranks[order] = np.arange(1, len(items) + 1)
+    return items, ranks
+
+
+BASELINES: dict[str, type] = {"pop": Popularity, "itemknn": ItemKNN, "als": ALS,
+                              "repeat": RepeatHistory}
 
 
 def make_baseline(name: str) -> Baseline:

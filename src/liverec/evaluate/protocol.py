@@ -1,6 +1,11 @@
 """Full-ranking leave-one-out evaluation: every item is a candidate, seen items are masked.
 
-The rules (also written into every metrics.json as ``PROTOCOL`` and into report.md):
+The rules (also written into every metrics.json as ``PROTOCOL`` and into report.md) are those
+of the masked protocol, the one published results use. The repeat-aware protocol
+(``REPEAT_PROTOCOL``, ``protocol="repeat"``; chosen by ``eval.protocol``) differs in one rule:
+nothing but padding is masked, so an item already in the history is a candidate like any other
+and a repeat target can be hit; its metrics are reported overall and, apart, for repeat targets
+(keys ``repeat/...``) and explore targets (``explore/...``).
 
 - Candidates of a case are the catalogue items not in the user's history (padding excluded).
 - rank (0-based) of the target = the number of candidates other than the target whose score is
@@ -54,6 +59,20 @@ PROTOCOL = {
                 "recommendable (unmasked, finite-score) items, ties broken by lower item index; "
                 "always in [0, 1]",
 }
+REPEAT_PROTOCOL = {
+    "name": "repeat-aware (history not masked)",
+    **PROTOCOL,
+    "masking": "history NOT masked: items already in the user's history are candidates and "
+               "may be recommended (only padding is excluded)",
+    "rank": "0-based rank = number of catalogue items other than the target with a finite "
+            "score >= the target's score",
+    "repeat_targets": "a target already in the history is ranked like any other target; metrics "
+                      "are reported overall and apart for repeat targets (repeat/...) and "
+                      "explore targets, new to the user (explore/...), with their counts",
+    "k_above_catalogue": "K may exceed the catalogue: a finite target is then always a hit",
+}
+PROTOCOLS = {"masked": {"name": "masked (history items masked)", **PROTOCOL},
+             "repeat": REPEAT_PROTOCOL}
 
 ScoreFn = Callable[[list[np.ndarray]], torch.Tensor]  # histories -> (B, N + 1) scores
 
@@ -91,6 +110,19 @@ def _history_cells(histories: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndar
     rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
     cols = np.concatenate(histories) if len(histories) else np.zeros(0, dtype=np.int64)
     return rows, cols.astype(np.int64)
+
+
+def check_protocol(protocol: str) -> bool:
+    """Whether ``protocol`` masks the history ("masked": True, "repeat": False).
+
+    Raises:
+        ValueError: any other name (``"auto"`` must be resolved first: data/repeats.py).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {protocol!r}; known: "
+                         f"{', '.join(PROTOCOLS)} (resolve 'auto' with "
+                         "liverec.data.repeats.resolve_protocol)")
+    return protocol == "masked"
 
 
 def mask_seen(scores: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.Tensor:
@@ -212,15 +244,18 @@ def rank_targets(
     targets: np.ndarray,
     batch_size: int = 1024,
     top_k: int = 20,
+    mask_history: bool = True,
 ) -> Ranked:
     """Score, mask and rank each case under the protocol's rules (see the module docstring).
 
     Args:
         score_fn: histories -> (B, N + 1) scores.
-        histories: C index arrays (what the scorer sees and what is masked).
+        histories: C index arrays (what the scorer sees and, by default, what is masked).
         targets: (C,) held-out item indices.
         batch_size: cases scored per call of ``score_fn``.
         top_k: length of the returned top lists (may exceed N).
+        mask_history: mask history items (the masked protocol); False = repeat-aware, only
+            padding is masked and a repeat target is ranked like any other.
 
     Returns:
         Ranked: ranks (C,), tops (C, top_k), repeats (C,), non_finite (C,).
@@ -235,16 +270,29 @@ def rank_targets(
         raw = score_fn(list(hist)).float()  # (B, N + 1)
         non_finite[start : start + len(tgt)] = (~torch.isfinite(raw.gather(1, tgt[:, None])))[
             :, 0].numpy()
-        scores = mask_seen(raw, hist)
+        if mask_history:
+            scores = mask_seen(raw, hist)
+        else:
+            scores = raw
+            scores[:, 0] = float("-inf")  # padding is never a candidate
         ranks[start : start + len(tgt)] = target_ranks(scores, tgt).numpy()
         tops[start : start + len(tgt)] = top_items(scores, top_k).numpy()
     repeats = repeat_targets(histories, targets)
-    return Ranked(ranks, tops, repeats, non_finite & ~repeats)
+    return Ranked(ranks, tops, repeats, non_finite & ~repeats if mask_history else non_finite)
 
 
-def summarize(ranked: Ranked, n_items: int, ks: tuple[int, ...]) -> dict[str, float]:
-    """Metrics of ranked cases: HR/NDCG/MRR at each K, coverage@max(K), case counts."""
+def summarize(ranked: Ranked, n_items: int, ks: tuple[int, ...],
+              by_kind: bool = False) -> dict[str, float]:
+    """Metrics of ranked cases: HR/NDCG/MRR at each K, coverage@max(K), case counts; with
+    ``by_kind`` (the repeat-aware protocol) also HR/NDCG/MRR of the repeat targets alone
+    (``repeat/ndcg@10``, ...) and of the explore targets alone (``explore/...``) and their
+    case counts (``repeat/cases``, ``explore/cases``)."""
     out = all_metrics(ranked.ranks, ks)
+    if by_kind:
+        for kind, rows in (("repeat", ranked.repeats), ("explore", ~ranked.repeats)):
+            part = all_metrics(ranked.ranks[rows], ks)
+            out.update({f"{kind}/{key}": v for key, v in part.items()})
+            out[f"{kind}/cases"] = float(rows.sum())
     out[f"coverage@{max(ks)}"] = coverage(ranked.tops, n_items)
     n = len(ranked.ranks)
     out["cases"] = float(n)
@@ -264,12 +312,15 @@ def evaluate_cases(
     n_items: int,
     ks: tuple[int, ...] = (5, 10, 20),
     batch_size: int = 1024,
+    protocol: str = "masked",
 ) -> dict[str, float]:
-    """Metrics of one scorer on explicit cases (histories, targets) over ``n_items`` items."""
+    """Metrics of one scorer on explicit cases (histories, targets) over ``n_items`` items,
+    under ``protocol`` ("masked" or "repeat": ``PROTOCOLS``)."""
     if not ks or min(ks) < 1:
         raise ValueError(f"every K must be a positive integer, got {list(ks)}")
-    ranked = rank_targets(score_fn, histories, targets, batch_size, max(ks))
-    return summarize(ranked, n_items, ks)
+    masked = check_protocol(protocol)
+    ranked = rank_targets(score_fn, histories, targets, batch_size, max(ks), masked)
+    return summarize(ranked, n_items, ks, by_kind=not masked)
 
 
 def evaluate_scores(
@@ -278,11 +329,14 @@ def evaluate_scores(
     stage: str = "test",
     ks: tuple[int, ...] = (5, 10, 20),
     batch_size: int = 1024,
+    protocol: str = "masked",
 ) -> dict[str, float]:
     """Metrics for one scorer on one stage: HR/NDCG/MRR at each K, coverage@max(K), the number
-    of cases, of repeat targets (and their share) and of targets with a non-finite score."""
+    of cases, of repeat targets (and their share) and of targets with a non-finite score
+    (and, under the repeat-aware protocol, the metrics of repeat and explore targets apart)."""
     _, histories, targets = prepared.eval_cases(stage)
-    return evaluate_cases(score_fn, histories, targets, prepared.vocab.n_items, ks, batch_size)
+    return evaluate_cases(score_fn, histories, targets, prepared.vocab.n_items, ks, batch_size,
+                          protocol)
 
 
 def model_score_fn(model: torch.nn.Module, max_len: int) -> ScoreFn:
@@ -302,13 +356,14 @@ def evaluate_model(
     stage: str = "test",
     ks: tuple[int, ...] = (5, 10, 20),
     batch_size: int = 1024,
+    protocol: str = "masked",
 ) -> dict[str, float]:
     """Full-ranking metrics of a sequence model (switched to eval mode and back)."""
     was_training = model.training
     model.eval()
     try:
         fn = model_score_fn(model, model.cfg.max_len)
-        return evaluate_scores(fn, prepared, stage, ks, batch_size)
+        return evaluate_scores(fn, prepared, stage, ks, batch_size, protocol)
     finally:
         model.train(was_training)
 

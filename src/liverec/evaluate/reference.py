@@ -31,14 +31,17 @@ def _top(row: Sequence[float], candidates: list[int], k: int) -> list[int]:
 
 
 def reference_evaluate(scores: np.ndarray, histories: Sequence[Sequence[int]],
-                       targets: Sequence[int], ks: Sequence[int]) -> dict[str, float]:
+                       targets: Sequence[int], ks: Sequence[int],
+                       mask_history: bool = True) -> dict[str, float]:
     """Metrics of a full score matrix under the protocol, one case at a time.
 
     Args:
         scores: (C, N + 1) scores; column 0 is padding and never a candidate.
-        histories: C sequences of item indices in 1..N (masked).
+        histories: C sequences of item indices in 1..N (masked unless ``mask_history`` is
+            False: the repeat-aware protocol, where every item is a candidate).
         targets: C held-out item indices in 1..N.
         ks: cut-offs; may exceed N.
+        mask_history: the masked protocol (True) or the repeat-aware one (False).
 
     Returns:
         The keys of ``protocol.evaluate_cases``: hr@K, ndcg@K, mrr@K, coverage@max(K), cases,
@@ -52,9 +55,9 @@ def reference_evaluate(scores: np.ndarray, histories: Sequence[Sequence[int]],
         row = [float(x) for x in scores[c]]
         seen = {int(i) for i in histories[c]}
         target = int(targets[c])
-        candidates = [i for i in range(1, n_items + 1) if i not in seen]
+        candidates = [i for i in range(1, n_items + 1) if not (mask_history and i in seen)]
         repeats += target in seen
-        non_finite += target not in seen and not math.isfinite(row[target])
+        non_finite += target in candidates and not math.isfinite(row[target])
         rank = _rank(row, candidates, target)
         for k in ks:
             if rank < k:

@@ -13,14 +13,15 @@ from tqdm.auto import tqdm
 from liverec.config import DataConfig, RunConfig
 from liverec.data.prepare import Prepared
 from liverec.evaluate.baselines import make_baseline
-from liverec.evaluate.protocol import PROTOCOL, evaluate_model, evaluate_scores
+from liverec.evaluate.protocol import PROTOCOLS, evaluate_model, evaluate_scores, model_score_fn
 from liverec.logs import progress_enabled
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_baselines(prepared: Prepared, names: tuple[str, ...], stage: str = "test",
-                       ks: tuple[int, ...] = (5, 10, 20)) -> dict[str, dict]:
+                       ks: tuple[int, ...] = (5, 10, 20),
+                       protocol: str = "masked") -> dict[str, dict]:
     """Fit each baseline on the stage's histories and score it under the same protocol."""
     _, histories, _ = prepared.eval_cases(stage)
     out = {}
@@ -31,7 +32,7 @@ def evaluate_baselines(prepared: Prepared, names: tuple[str, ...], stage: str = 
         except ImportError as exc:
             log.warning("baseline %s skipped: %s (pip install 'liverec[baselines]')", name, exc)
             continue
-        out[name] = evaluate_scores(model.score, prepared, stage, ks)
+        out[name] = evaluate_scores(model.score, prepared, stage, ks, protocol=protocol)
         out[name]["seconds"] = time.perf_counter() - t0
     return out
 
@@ -49,21 +50,31 @@ def evaluate_run(run_dir: Path, data: DataConfig | None = None,
     model, vocab, _, meta = load_model(run_dir)
     data_cfg = data or cfg.data
     prepared = load_and_prepare(data_cfg, vocab=vocab)
-    ks = cfg.eval.ks
+    ks, bs = cfg.eval.ks, cfg.eval.batch_size
+    protocol, choice = run_protocol(cfg, meta, prepared)
+    scorer, mode = repeat_scorer(run_dir, model) if protocol == "repeat" else (None, "")
     t0 = time.perf_counter()
     result = {
-        "protocol": PROTOCOL,
+        "protocol": PROTOCOLS[protocol],
+        "protocol_choice": choice,
         "data": {"source": data_cfg.source, "split": data_cfg.split, **prepared.stats},
         "model": {
             "name": cfg.model.name,
             "parameters": sum(p.numel() for p in model.parameters()),
-            "test": evaluate_model(model, prepared, "test", ks, cfg.eval.batch_size),
-            "valid": evaluate_model(model, prepared, "valid", ks, cfg.eval.batch_size),
+            "test": evaluate_model(model, prepared, "test", ks, bs) if scorer is None else
+            evaluate_scores(scorer, prepared, "test", ks, bs, protocol),
+            "valid": evaluate_model(model, prepared, "valid", ks, bs) if scorer is None else
+            evaluate_scores(scorer, prepared, "valid", ks, bs, protocol),
         },
     }
+    if scorer is not None:  # the sequence model alone under the masked protocol, for reference
+        result["model"]["mode"] = mode
+        result["model"]["test_masked"] = evaluate_model(model, prepared, "test", ks, bs)
     result["model"]["eval_seconds"] = time.perf_counter() - t0
     names = cfg.eval.baselines if baselines is None else baselines
-    result["baselines"] = evaluate_baselines(prepared, names, "test", ks)
+    if protocol == "repeat" and baselines is None and "repeat" not in names:
+        names = (*names, "repeat")  # the repeat baseline is in every repeat-aware report
+    result["baselines"] = evaluate_baselines(prepared, names, "test", ks, protocol)
     train_log = Path(run_dir) / "train_log.json"
     if train_log.is_file():
         tl = json.loads(train_log.read_text())
@@ -72,6 +83,60 @@ def evaluate_run(run_dir: Path, data: DataConfig | None = None,
     (Path(run_dir) / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     (Path(run_dir) / "report.md").write_text(render_report(result, cfg))
     return result
+
+
+def run_protocol(cfg: RunConfig, meta: dict, prepared: Prepared) -> tuple[str, dict]:
+    """The run's evaluation protocol ("masked" or "repeat") and the record of its choice.
+
+    ``eval.protocol`` as trained (resolved_config.json); "auto" (runs from before the choice
+    was recorded) is resolved from ``prepared``'s training split now. The record is
+    data/repeats.py's, with ``chosen_by`` as recorded at training time (config.json)."""
+    from liverec.data.repeats import resolve_protocol
+
+    resolved, choice = resolve_protocol(cfg, prepared)
+    recorded = meta.get("protocol_choice") or {}
+    if recorded.get("protocol") == resolved.eval.protocol and "chosen_by" in recorded:
+        choice["chosen_by"] = recorded["chosen_by"]
+    return resolved.eval.protocol, choice
+
+
+def repeat_scorer(run_dir: Path, model) -> tuple:
+    """(ScoreFn, mode) of a run under the repeat-aware protocol: its repeat-explore mixture
+    (repeat.json), or the sequence model's own unmasked scores when it has none."""
+    from liverec.model.repeat import load_repeat
+
+    head = load_repeat(run_dir, model)
+    if head is not None:
+        return head, "repeat-explore mixture (model/repeat.py)"
+    return model_score_fn(model, model.cfg.max_len), "sequence model, unmasked"
+
+
+def kind_section(result: dict, rows: dict[str, dict], ks: tuple[int, ...]) -> str:
+    """The repeat-aware report's lines: the protocol choice, repeat and explore targets apart."""
+    k, m = max(ks), result["model"]["test"]
+    lines = [f"Repeat-aware protocol (history NOT masked): {int(m.get('repeat_targets', 0))} of "
+             f"{int(m.get('cases', 0))} test targets are repeats ({m.get('repeat_share', 0):.1%})."
+             f" Model mode: {result['model'].get('mode', 'sequence model')}.\n",
+             f"| model | repeat HR@{k} | repeat NDCG@{k} | explore HR@{k} | explore NDCG@{k} |",
+             "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        cells = [r.get(f"{kind}/{x}@{k}", float("nan")) for kind in ("repeat", "explore")
+                 for x in ("hr", "ndcg")]
+        lines.append(f"| {name} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+    masked = result["model"].get("test_masked")
+    if masked:
+        lines.append(f"\nThe sequence model alone under the masked protocol: HR@{k} "
+                     f"{masked[f'hr@{k}']:.4f}, NDCG@{k} {masked[f'ndcg@{k}']:.4f}.")
+    return "\n".join(lines) + "\n"
+
+
+def choice_line(choice: dict) -> str:
+    """How the protocol was chosen (data-adaptive default or the config)."""
+    how = ("the data-adaptive default" if choice.get("chosen_by") == "auto" else
+           "eval.protocol in the config")
+    return (f"Protocol {choice['protocol']!r} chosen by {how}: the training split's repeat rate "
+            f"is {choice['rate']:.1%} ({choice['repeats']} of {choice['next_events']} next "
+            f"events), threshold {choice['threshold']:.0%}.\n")
 
 
 def metrics_table(rows: dict[str, dict], ks: tuple[int, ...]) -> str:
@@ -109,7 +174,10 @@ def render_report(result: dict, cfg: RunConfig) -> str:
         "\n".join(f"- {k.replace('_', ' ')}: {v}" for k, v in result["protocol"].items()) + "\n",
         "## Test (full ranking)\n",
         metrics_table(rows, cfg.eval.ks),
-        repeat_line(result["model"]["test"]),
+        kind_section(result, rows, cfg.eval.ks)
+        if result.get("protocol_choice", {}).get("protocol") == "repeat"
+        else repeat_line(result["model"]["test"]),
+        choice_line(result["protocol_choice"]) if "protocol_choice" in result else "",
         "## Validation (model)\n",
         metrics_table({cfg.model.name: result["model"]["valid"]}, cfg.eval.ks),
     ]

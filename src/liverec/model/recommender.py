@@ -36,11 +36,16 @@ class Recommender:
         vocab: item vocabulary (external id <-> index).
         items: catalogue table aligned with the vocabulary.
         meta: the run's config.json content.
+        run_dir: where it was loaded from.
+        repeat: the run's repeat-explore mixture (model/repeat.py) in the repeat-aware mode:
+            it then scores (full histories) and seen items are recommendable by default.
     """
 
     def __init__(self, model: torch.nn.Module, vocab: ItemVocab, items: pl.DataFrame,
-                 meta: dict | None = None, run_dir: Path | None = None) -> None:
+                 meta: dict | None = None, run_dir: Path | None = None,
+                 repeat=None) -> None:
         self.model = model.eval()
+        self.repeat = repeat
         self.vocab = vocab
         self.items = items
         self.meta = meta or {}
@@ -67,13 +72,19 @@ class Recommender:
 
     @torch.no_grad()
     def score_indices(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        """Scores of every item for each history of indices. -> (B, N + 1)."""
+        """Scores of every item for each history of indices. -> (B, N + 1). In the
+        repeat-aware mode: the mixture's log-probabilities over the full histories."""
+        if self.repeat is not None:
+            return self.repeat.score_histories(histories)
         seqs = torch.from_numpy(pad_left(histories, self.max_len))
         return self.model.score(seqs).float()
 
     def topk_indices(self, histories: Sequence[np.ndarray], k: int,
-                     exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                     exclude_seen: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(indices (B, k), scores (B, k)) of the best items, padding never included.
+
+        ``exclude_seen`` None = as the run's protocol: history items are excluded unless the
+        run is in the repeat-aware mode.
 
         Raises NonFiniteError when the model scores any item NaN or +-inf (a broken model:
         its ranking means nothing, so no list is returned, not even an empty one).
@@ -86,6 +97,8 @@ class Recommender:
                 f"the model is broken: {int(bad.sum()):,} of {bad.numel():,} scores are NaN or "
                 f"infinite (histories {rows[:5]}{' ...' if len(rows) > 5 else ''}); "
                 f"{self.run_dir or 'this model'} cannot rank items")
+        if exclude_seen is None:
+            exclude_seen = self.repeat is None
         if exclude_seen:
             scores = mask_seen(scores, histories)
         else:
@@ -94,9 +107,12 @@ class Recommender:
         top = scores.topk(k, dim=1)
         return top.indices.numpy(), top.values.numpy()
 
-    def recommend(self, history: Sequence[str], k: int = 10, exclude_seen: bool = True,
+    def recommend(self, history: Sequence[str], k: int = 10, exclude_seen: bool | None = None,
                   rerank=None) -> list[tuple[str, float]]:
         """Top-k ``(item_id, score)`` for one history of external item ids (oldest first).
+
+        ``exclude_seen``: leave the history's items out (None = as the run's protocol: out,
+        unless the run is in the repeat-aware mode).
 
         ``rerank``: an optional ``liverec.rerank.Reranker``; the model's top
         ``rerank.config.n_candidates`` items then go through it (hard rules, diversity,
@@ -105,7 +121,7 @@ class Recommender:
         return self.recommend_batch([history], k=k, exclude_seen=exclude_seen, rerank=rerank)[0]
 
     def recommend_batch(self, histories: Sequence[Sequence[str]], k: int = 10,
-                        exclude_seen: bool = True,
+                        exclude_seen: bool | None = None,
                         rerank=None) -> list[list[tuple[str, float]]]:
         """:meth:`recommend` for many histories in one forward pass."""
         encoded = [self.encode(h) for h in histories]
@@ -161,6 +177,8 @@ class Recommender:
 def load(run_dir: str | Path) -> Recommender:
     """Load a run directory written by ``liverec train`` (no pickle, safetensors + JSON)."""
     from liverec.model.artifact import load_model
+    from liverec.model.repeat import load_repeat
 
     model, vocab, items, meta = load_model(Path(run_dir))
-    return Recommender(model, vocab, items, meta, Path(run_dir))
+    return Recommender(model, vocab, items, meta, Path(run_dir),
+                       repeat=load_repeat(Path(run_dir), model))

@@ -51,11 +51,13 @@ from tqdm.auto import tqdm
 
 from liverec.config import EvalConfig, RunConfig, TrainConfig, monitor_metric, to_dict
 from liverec.data.prepare import Prepared
+from liverec.data.repeats import resolve_protocol
 from liverec.errors import ConfigError, NonFiniteError
 from liverec.evaluate.protocol import DeviceCases, evaluate_on_device
 from liverec.logs import progress_enabled
 from liverec.model.artifact import mark_complete, mark_incomplete, save_artifact
 from liverec.model.health import nonfinite_parameters, score_check
+from liverec.model.repeat import fit_repeat_for_run
 from liverec.train.batches import TrainBatches
 from liverec.train.checkpoint import (
     CHECKPOINT,
@@ -163,7 +165,10 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
 
     Returns:
         A TrainResult (complete on rank 0); the model at its best validation epoch is in
-        ``out_dir``, which gets its completion marker (``complete.json``) last.
+        ``out_dir``, which gets its completion marker (``complete.json``) last. ``eval.protocol``
+        "auto" is resolved from the training split's repeat rate first (data/repeats.py; the
+        choice is in config.json as ``protocol_choice``); under "repeat" the repeat-explore
+        mixture is fitted on validation after training (model/repeat.py: ``repeat.json``).
 
     Raises:
         NonFiniteError: a NaN/inf loss or gradient (``train.nonfinite="stop"``), a validated
@@ -175,6 +180,8 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
     seed_everything(tc.seed)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
+    # eval.protocol "auto": masked or repeat-aware from the training split's repeat rate
+    cfg, protocol_choice = resolve_protocol(cfg, prepared)
     ctx = env_context()
     device = select_device(tc.device, ctx)
     with process_group(ctx, device):
@@ -196,7 +203,8 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
             run.restore(out_dir / CHECKPOINT)
         elif ctx.is_main:
             # no completion marker yet: finish() writes it once a finite epoch was kept
-            save_artifact(out_dir, cfg, model, catalogue_with_counts(prepared), complete=None)
+            save_artifact(out_dir, cfg, model, catalogue_with_counts(prepared), complete=None,
+                          extra={"protocol_choice": protocol_choice})
         if ctx.rank:  # other dropout masks than rank 0's (rank 0 keeps the one-process stream)
             torch.manual_seed(tc.seed + 1000 * run.epoch + ctx.rank)
         net = wrap_ddp(model, ctx, device)
@@ -204,6 +212,8 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
             net = torch.compile(net)
         with peer_errors_as_one_line(ctx):
             run.loop(net, callback)
+        if ctx.is_main and cfg.eval.protocol == "repeat" and run.result.best_epoch > 0:
+            fit_repeat_for_run(out_dir, model, prepared)  # repeat-aware mode: repeat.json
         if ctx.is_main:
             run.finish()
     return run.result
