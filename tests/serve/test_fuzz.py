@@ -12,9 +12,10 @@ CI runs it sized up as a step of its own:
     LIVEREC_FUZZ_CASES=10000 python -m pytest -p no:cacheprovider tests/serve/test_fuzz.py
 
 One deliberate widening: valid-shaped requests may get 422 when the value names something the
-service does not hold (an unknown item id, a history without a known item) or combines two
-exclusive parameters, which no schema can express; :func:`positive_422_is_semantic` checks
-that such a 422 is one of those and never a schema-level rejection.
+service does not hold (an unknown item id, a history without a known item), combines two
+exclusive parameters, or is a query without a letter or digit, which no schema can express;
+:func:`positive_422_is_semantic` checks that such a 422 is one of those and never a
+schema-level rejection.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from liverec.serve.access import ACCESS, openapi_path  # noqa: E402
 from liverec.serve.app import create_app  # noqa: E402
 
 ADMIN_KEY = "fuzz-admin-key-0123456789"
-SEMANTIC_422 = {"unknown_item", "no_known_item", "exclusive", "timestamp_in_future"}
+SEMANTIC_422 = {"unknown_item", "no_known_item", "exclusive", "timestamp_in_future",
+                "no_query_word"}
 CASES = int(os.environ.get("LIVEREC_FUZZ_CASES") or 60)
 COUNT = {"cases": 0, "failed": 0, "operations": set(), "statuses": {}}
 

@@ -41,6 +41,7 @@ from liverec.serve.batching import MicroBatcher
 from liverec.serve.cache import UserCache
 from liverec.serve.metrics import Metrics
 from liverec.serve.model_handle import ModelHandle
+from liverec.serve.query import QueryScorer
 from liverec.serve.settings import ServeSettings
 from liverec.serve.stores import Event, EventStore
 
@@ -119,6 +120,7 @@ class Engine:
             weakref.WeakKeyDictionary()
         self.recent_users: deque[str] = deque(maxlen=200)  # of the latest events (dashboard)
         self.shared = None  # a liverec.serve.shared.SharedState when replicas share the store
+        self.query_scorer = QueryScorer()  # query= on /v1/recommend (serve/query.py)
         for item in store.items():
             self._apply_item(self.handle, item)
 
@@ -403,4 +405,5 @@ class Engine:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False)
+        self.query_scorer.close()
         self.store.close()

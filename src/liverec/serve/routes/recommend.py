@@ -8,7 +8,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from liverec.serve.deps import EngineDep, attribute_filter, check_cap
+from liverec.serve.problems import Invalid
 from liverec.serve.schemas import HistoryRecommendIn, RecommendOut, problem_responses
+from liverec.text.query import QueryError, check_query
 
 router = APIRouter(prefix="/v1", tags=["recommend"])
 
@@ -32,6 +34,8 @@ async def recommend_user(
     category: Annotated[str | None, Query(max_length=256)] = None,
     attribute: Annotated[str | None, Query(max_length=256)] = None,
     explain: Annotated[bool, Query(description="add each item's title and reason")] = False,
+    query: Annotated[str | None, Query(min_length=1, max_length=1000, description=(
+        "free text: items scored by text similarity, blended with the user's history"))] = None,
 ) -> Response:
     """Top-k for a user from their stored events (popular items for an unknown user).
 
@@ -40,6 +44,10 @@ async def recommend_user(
     check_cap("k", k, s.max_k, ("query", "k"))
     if exclude:
         check_cap("exclude", len(exclude), s.max_exclude, ("query", "exclude"))
+    if query is not None:  # not cached: computed for each request (serve/query.py)
+        return JSONBytes(await engine.query_scorer.recommend(
+            engine, _query(query, "query"), None, user_id, k, exclude or (), exclude_seen,
+            attribute_filter(category, attribute), False, explain))
     body = await engine.recommend_user(user_id, k, exclude or (), exclude_seen,
                                        attribute_filter(category, attribute),
                                        key=request.scope.get("query_string", b""),
@@ -47,16 +55,32 @@ async def recommend_user(
     return JSONBytes(body)
 
 
-@router.post("/recommend", response_model=RecommendOut, response_class=JSONBytes)
+@router.post("/recommend", response_model=RecommendOut, response_class=JSONBytes,
+             responses=problem_responses(400))
 async def recommend_history(engine: EngineDep, req: HistoryRecommendIn) -> Response:
-    """Top-k for an anonymous session's history (open: it reveals nothing stored); unknown
-    item ids are a 422 naming them."""
+    """Top-k for an anonymous session's history and/or a free-text ``query`` (open: it reveals
+    nothing stored); unknown item ids are a 422 naming them."""
     s = engine.settings
     check_cap("k", req.k, s.max_k, ("body", "k"))
     check_cap("history length", len(req.history), s.max_history, ("body", "history"))
     check_cap("exclude", len(req.exclude), s.max_exclude, ("body", "exclude"))
+    if req.query is not None:
+        return JSONBytes(await engine.query_scorer.recommend(
+            engine, _query(req.query, "body"), req.history, None, req.k, req.exclude,
+            req.exclude_seen, attribute_filter(req.category, req.attribute, "body"),
+            req.unknown == "ignore", req.explain))
     body = await engine.recommend_history(req.history, req.k, req.exclude, req.exclude_seen,
                                           attribute_filter(req.category, req.attribute,
                                                            "body"),
                                           req.unknown == "ignore", req.explain)
     return JSONBytes(body)
+
+
+def _query(text: str, where: str) -> str:
+    """The checked query, or a 422 naming it (the schema already bounds its length, so what
+    is left is a query without a letter or digit: a judgement no schema pattern expresses the
+    same way in every regex dialect)."""
+    try:
+        return check_query(text)
+    except QueryError as exc:
+        raise Invalid((where, "query"), str(exc), "no_query_word") from None
