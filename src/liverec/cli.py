@@ -356,13 +356,17 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 def _print_metrics(metrics: dict, ks: tuple[int, ...],
                    title: str = "Test metrics (full ranking, seen items masked, ties pessimistic)"
                    ) -> None:
-    from liverec.evaluate.report import metrics_table, repeat_line
+    from liverec.evaluate.report import beyond_table, metrics_table, repeat_line
 
     rows = {f"{metrics['model']['name']} (liverec)": metrics["model"]["test"]}
     rows.update(metrics.get("baselines", {}))
     print(f"\n{title}:\n")
     print(metrics_table(rows, ks))
     print(repeat_line(metrics["model"]["test"]))
+    if metrics.get("beyond"):
+        print(f"Beyond accuracy (test top-{metrics['beyond']['k']} lists; definitions in "
+              "report.md):\n")
+        print(beyond_table(metrics["beyond"]))
 
 
 def _add_train(sub) -> None:

@@ -13,16 +13,27 @@ from tqdm.auto import tqdm
 from liverec.config import DataConfig, RunConfig
 from liverec.data.prepare import Prepared
 from liverec.evaluate.baselines import make_baseline
-from liverec.evaluate.protocol import PROTOCOL, evaluate_model, evaluate_scores
+from liverec.evaluate.beyond import BEYOND_DEFINITIONS, ListFacts, list_metrics
+from liverec.evaluate.protocol import (
+    PROTOCOL,
+    evaluate_model,
+    model_score_fn,
+    rank_targets,
+    summarize,
+)
 from liverec.logs import progress_enabled
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_baselines(prepared: Prepared, names: tuple[str, ...], stage: str = "test",
-                       ks: tuple[int, ...] = (5, 10, 20)) -> dict[str, dict]:
-    """Fit each baseline on the stage's histories and score it under the same protocol."""
-    _, histories, _ = prepared.eval_cases(stage)
+                       ks: tuple[int, ...] = (5, 10, 20), facts: ListFacts | None = None,
+                       beyond: dict | None = None) -> dict[str, dict]:
+    """Fit each baseline on the stage's histories and score it under the same protocol.
+
+    With ``facts``, each baseline's beyond-accuracy metrics of its top-max(K) lists go into
+    ``beyond[name]``."""
+    _, histories, targets = prepared.eval_cases(stage)
     out = {}
     for name in tqdm(names, desc="baselines", leave=False, disable=not progress_enabled()):
         t0 = time.perf_counter()
@@ -31,9 +42,22 @@ def evaluate_baselines(prepared: Prepared, names: tuple[str, ...], stage: str = 
         except ImportError as exc:
             log.warning("baseline %s skipped: %s (pip install 'liverec[baselines]')", name, exc)
             continue
-        out[name] = evaluate_scores(model.score, prepared, stage, ks)
+        ranked = rank_targets(model.score, histories, targets, top_k=max(ks))
+        out[name] = summarize(ranked, prepared.vocab.n_items, ks)
         out[name]["seconds"] = time.perf_counter() - t0
+        if facts is not None and beyond is not None:
+            beyond[name] = list_metrics(ranked.tops, histories, facts)
     return out
+
+
+def _model_ranked(model, prepared: Prepared, stage: str, ks: tuple[int, ...],
+                  batch_size: int):
+    """(metrics, Ranked) of the model on a stage (eval mode; ``evaluate_model``'s path)."""
+    _, histories, targets = prepared.eval_cases(stage)
+    model.eval()
+    ranked = rank_targets(model_score_fn(model, model.cfg.max_len), histories, targets,
+                          batch_size, max(ks))
+    return summarize(ranked, prepared.vocab.n_items, ks), ranked
 
 
 def evaluate_run(run_dir: Path, data: DataConfig | None = None,
@@ -46,24 +70,30 @@ def evaluate_run(run_dir: Path, data: DataConfig | None = None,
     from liverec.model.artifact import load_model, read_run_config
 
     cfg: RunConfig = read_run_config(run_dir)
-    model, vocab, _, meta = load_model(run_dir)
+    model, vocab, vocab_items, meta = load_model(run_dir)
     data_cfg = data or cfg.data
     prepared = load_and_prepare(data_cfg, vocab=vocab)
     ks = cfg.eval.ks
     t0 = time.perf_counter()
+    test, ranked = _model_ranked(model, prepared, "test", ks, cfg.eval.batch_size)
     result = {
         "protocol": PROTOCOL,
         "data": {"source": data_cfg.source, "split": data_cfg.split, **prepared.stats},
         "model": {
             "name": cfg.model.name,
             "parameters": sum(p.numel() for p in model.parameters()),
-            "test": evaluate_model(model, prepared, "test", ks, cfg.eval.batch_size),
+            "test": test,
             "valid": evaluate_model(model, prepared, "valid", ks, cfg.eval.batch_size),
         },
     }
     result["model"]["eval_seconds"] = time.perf_counter() - t0
+    facts = ListFacts.build(prepared, _item_vectors(model), vocab_items)
+    _, test_histories, _ = prepared.eval_cases("test")
+    rows = {model_label(cfg): list_metrics(ranked.tops, test_histories, facts)}
     names = cfg.eval.baselines if baselines is None else baselines
-    result["baselines"] = evaluate_baselines(prepared, names, "test", ks)
+    result["baselines"] = evaluate_baselines(prepared, names, "test", ks, facts, rows)
+    result["beyond"] = {"k": max(ks), "stage": "test", "rows": rows,
+                        "definitions": {**BEYOND_DEFINITIONS, **facts.describe()}}
     train_log = Path(run_dir) / "train_log.json"
     if train_log.is_file():
         tl = json.loads(train_log.read_text())
@@ -72,6 +102,35 @@ def evaluate_run(run_dir: Path, data: DataConfig | None = None,
     (Path(run_dir) / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     (Path(run_dir) / "report.md").write_text(render_report(result, cfg))
     return result
+
+
+def model_label(cfg: RunConfig) -> str:
+    return f"{cfg.model.name} (liverec)"
+
+
+def _item_vectors(model):
+    """The model's output item table (N + 1, D) as numpy, or None when it has none."""
+    import torch
+
+    if not hasattr(model, "item_table"):
+        return None
+    with torch.no_grad():
+        return model.item_table().float().cpu().numpy()
+
+
+def beyond_table(beyond: dict) -> str:
+    """A markdown table of the beyond-accuracy metrics, one row per model (``result["beyond"]``)."""
+    k = beyond["k"]
+    cols = [("diversity", "ILD", "{:.3f}"), ("coverage", "coverage", "{:.3f}"),
+            ("novelty", "novelty (bits)", "{:.2f}"), ("arp", "ARP", "{:.1f}"),
+            ("exposure_gini", "exposure Gini", "{:.3f}"),
+            ("calibration_error", "calibration error", "{:.3f}")]
+    lines = [f"| model (top-{k}) | " + " | ".join(c[1] for c in cols) + " |",
+             "|" + "---|" * (len(cols) + 1)]
+    for name, m in beyond["rows"].items():
+        cells = [fmt.format(m[key]) if m.get(key) is not None else "—" for key, _, fmt in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def metrics_table(rows: dict[str, dict], ks: tuple[int, ...]) -> str:
@@ -98,7 +157,7 @@ def repeat_line(m: dict) -> str:
 
 
 def render_report(result: dict, cfg: RunConfig) -> str:
-    rows = {f"{cfg.model.name} (liverec)": result["model"]["test"]}
+    rows = {model_label(cfg): result["model"]["test"]}
     rows.update(result["baselines"])
     d = result["data"]
     lines = [
@@ -110,6 +169,7 @@ def render_report(result: dict, cfg: RunConfig) -> str:
         "## Test (full ranking)\n",
         metrics_table(rows, cfg.eval.ks),
         repeat_line(result["model"]["test"]),
+        *(_beyond_section(result["beyond"]) if "beyond" in result else []),
         "## Validation (model)\n",
         metrics_table({cfg.model.name: result["model"]["valid"]}, cfg.eval.ks),
     ]
@@ -123,3 +183,9 @@ def render_report(result: dict, cfg: RunConfig) -> str:
     lines.append("\nConfig:\n\n```json\n" + json.dumps(
         dataclasses.asdict(cfg), indent=1, default=list) + "\n```\n")
     return "\n".join(lines)
+
+
+def _beyond_section(beyond: dict) -> list[str]:
+    d = beyond["definitions"]
+    return [f"## Beyond accuracy (test top-{beyond['k']} lists)\n", beyond_table(beyond),
+            "\n".join(f"- {k.replace('_', ' ')}: {v}" for k, v in d.items()) + "\n"]
