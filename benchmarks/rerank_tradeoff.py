@@ -16,9 +16,11 @@ benchmarks/results/rerank_tradeoff_<data>.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +48,25 @@ ROOT = Path(__file__).parent.parent
 log = logging.getLogger("rerank_tradeoff")
 
 
-def settings() -> dict[str, RerankConfig]:
-    """The sweep: one family per objective, lambda (or cap) from mild to strong."""
-    out = {"none": RerankConfig()}
+@dataclass(frozen=True)
+class Setting:
+    """One point of the sweep: the stage's config, the catalogue it reads (``model``: the
+    model's item vectors and training popularity; ``exposure``: popularity = how often the
+    model lists each item without re-ranking; ``centred``: the item vectors minus their mean)
+    and the relevance transform (None = the scores; ``T``: ``exp((s - max s) / T)`` per user,
+    which keeps the order and concentrates relevance on the head of the list)."""
+
+    config: RerankConfig
+    catalogue: str = "model"
+    sharpen: float | None = None
+
+
+def settings() -> dict[str, RerankConfig | Setting]:
+    """The sweep: one family per objective, lambda (or cap) from mild to strong. The first
+    block is the original sweep; the second (issue 17, step 6) tries to reach the target with
+    a sharper relevance for MMR, a centred similarity, and a penalty on the model's own
+    exposure."""
+    out: dict[str, RerankConfig | Setting] = {"none": RerankConfig()}
     for lam in (0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.7):
         out[f"mmr {lam}"] = RerankConfig(mmr=MMRConfig(lam))
     for lam in (0.1, 0.3, 0.5, 0.7, 0.9):
@@ -60,7 +78,31 @@ def settings() -> dict[str, RerankConfig]:
     out["all: cap 4/cat, mmr 0.2, cal 0.2, pop 0.2"] = RerankConfig(
         rules=HardRules(max_per_category=4), mmr=MMRConfig(0.2),
         calibration=CalibrationConfig(0.2), exposure=ExposureConfig(0.1, 1.0, 0.2))
+    for temp in (1.0, 0.5, 0.25):
+        for lam in (0.3, 0.5, 0.7, 0.8, 0.9):
+            out[f"mmr-sharp T={temp} {lam}"] = Setting(RerankConfig(mmr=MMRConfig(lam)),
+                                                      sharpen=temp)
+    for lam in (0.3, 0.45, 0.5):
+        out[f"mmr-centred {lam}"] = Setting(RerankConfig(mmr=MMRConfig(lam)), "centred")
+    for lam in (0.3, 0.5, 0.7, 0.9):
+        out[f"exposure penalty {lam}"] = Setting(
+            RerankConfig(exposure=ExposureConfig(penalty=lam)), "exposure")
+    for lam in (0.3, 0.5, 0.7):
+        out[f"exposure-sharp T=0.5 {lam}"] = Setting(
+            RerankConfig(exposure=ExposureConfig(penalty=lam)), "exposure", sharpen=0.5)
+    for share in (0.5, 0.25):
+        out[f"exposure cap top10% <= {share}"] = Setting(
+            RerankConfig(exposure=ExposureConfig(0.1, share)), "exposure")
     return out
+
+
+def sharpen(vals: np.ndarray, temp: float | None) -> np.ndarray:
+    """``exp((s - max s) / T)`` per row (order kept, -inf stays -inf). (C, n) -> (C, n)."""
+    if temp is None:
+        return vals
+    top = np.max(np.where(np.isfinite(vals), vals, -np.inf), axis=1, keepdims=True)
+    out = np.exp((vals - np.where(np.isfinite(top), top, 0.0)) / temp)
+    return np.where(np.isfinite(vals), out, -np.inf)
 
 
 def get_run(args) -> Path:
@@ -141,16 +183,26 @@ def main() -> int:
     attrs = [[]] + [a or [] for a in rec.items.sort("index")["attributes"].to_list()]
     cats = categories_from_attributes(attrs)
     catalogue = catalogue_for(rec, popularity=pop, categories=cats)
-    rr = GreedyReranker(catalogue)
     t0 = time.perf_counter()
     cands, vals = candidates(rec, histories, args.candidates)
+    shown = np.bincount(cands[:, : args.k][cands[:, : args.k] > 0].ravel(),
+                        minlength=catalogue.n_items + 1).astype(np.float64)
+    centred = catalogue.vectors - catalogue.vectors[1:].mean(0)
+    centred[0] = 0.0
+    rerankers = {"model": GreedyReranker(catalogue),
+                 "exposure": GreedyReranker(dataclasses.replace(catalogue, popularity=shown)),
+                 "centred": GreedyReranker(dataclasses.replace(catalogue, vectors=centred))}
     protocol = rank_targets(lambda h: rec.model.score(torch.from_numpy(
         pad_left(h, rec.max_len))).float(), histories, targets, top_k=args.k)
     log.info("scored %d cases in %.1f s", len(targets), time.perf_counter() - t0)
     rows = {}
-    for name, cfg in settings().items():
+    for name, setting in settings().items():
+        if not isinstance(setting, Setting):
+            setting = Setting(setting)
+        cfg = setting.config
         t0 = time.perf_counter()
-        tops, secs = run_setting(rr, cfg, cands, vals, histories, args.k)
+        tops, secs = run_setting(rerankers[setting.catalogue], cfg, cands,
+                                 sharpen(vals, setting.sharpen), histories, args.k)
         row = accuracy(tops, targets, args.k)
         row.update(beyond_metrics(tops, n_items=catalogue.n_items, vectors=catalogue.vectors,
                                   popularity=pop, n_users=len(prepared.train_sequences()),
@@ -160,6 +212,7 @@ def main() -> int:
         row["cpu_ms_p50"] = float(np.percentile(secs[:, 1], 50) * 1e3)
         row["cpu_ms_p99"] = float(np.percentile(secs[:, 1], 99) * 1e3)
         row["config"] = cfg.describe()
+        row["catalogue"], row["sharpen"] = setting.catalogue, setting.sharpen
         rows[name] = row
         log.info("%s: ndcg@20 %.4f div %.3f gini %.3f cal %.3f p99 %.3f ms (%.0f s)", name,
                  row[f"ndcg@{args.k}"], row["diversity"], row["exposure_gini"],
@@ -178,7 +231,14 @@ def main() -> int:
                       "attribute ids are anonymised categories and brands)",
         "diversity_vectors": "the model's output item embeddings (the vectors MMR uses)",
         "popularity": "training interaction counts; head = the 10% most popular items; "
-                      "the popularity penalty uses log(1 + count) / log(1 + max count)",
+                      "the popularity penalty uses log(1 + count) / log(1 + max count); the "
+                      "'exposure' settings use, instead of training counts, how often the model "
+                      "lists each item in the users' top-k without re-ranking (the two-pass "
+                      "exposure a service can count from its own answers)",
+        "sharpen": "'-sharp T=t' settings pass exp((s - max s) / t) instead of the raw scores "
+                   "(same order; the stage's min-max relevance then favours the list's head); "
+                   "'mmr-centred' measures MMR's similarity on the item vectors minus their "
+                   "mean; diversity is always measured on the model's own item vectors",
         "settings": rows,
         "verdict": verdict(rows, args.k),
     }
@@ -209,28 +269,44 @@ def plot(rows: dict, k: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    families = {"mmr": "tab:blue", "calibration": "tab:green", "popularity": "tab:orange",
-                "head": "tab:purple", "none": "black", "all": "tab:red"}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    colours = {"mmr": "tab:blue", "calibration": "tab:green", "popularity": "tab:orange",
+               "head": "tab:purple", "none": "black", "all:": "tab:red",
+               "mmr-sharp": "tab:cyan", "mmr-centred": "tab:olive", "exposure": "tab:brown",
+               "exposure-sharp": "tab:pink"}
+    groups: dict[str, list[str]] = {}
+    for n in rows:  # a curve per family: the name without its last (numeric) word
+        head, _, last = n.rpartition(" ")
+        groups.setdefault(head if head and _is_number(last) else n, []).append(n)
+    markers = "os^vD<>p*h"
     for ax, metric, label in ((axes[0], "diversity", "intra-list diversity (cosine distance)"),
                               (axes[1], "exposure_gini", "exposure Gini (lower = fairer)")):
-        for fam, colour in families.items():
-            names = [n for n in rows if n.split()[0].rstrip(":") == fam]
+        for g, (fam, names) in enumerate(groups.items()):
             xs = [rows[n][metric] for n in names]
             ys = [rows[n][f"ndcg@{k}"] for n in names]
-            ax.plot(xs, ys, "o-" if len(names) > 1 else "s", color=colour, label=fam)
+            colour = colours.get(fam.split()[0], "grey")
+            ax.plot(xs, ys, markers[g % len(markers)] + ("-" if len(names) > 1 else ""),
+                    color=colour, label=fam[:28], ms=4)
             for n, x, y in zip(names, xs, ys):
-                ax.annotate(n.split()[-1] if " " in n and fam != "all" else "",
-                            (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(n.rpartition(" ")[2] if len(names) > 1 else "",
+                            (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.axhline(0.95 * rows["none"][f"ndcg@{k}"], ls="--", color="grey", lw=0.8,
                    label="95% of no re-ranking")
         ax.set_xlabel(label)
         ax.set_ylabel(f"NDCG@{k}")
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=6, loc="lower left", ncol=2)
     fig.suptitle(f"Re-ranking top-200 to {k}: accuracy vs diversity / exposure (Beauty test)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def render(p: dict) -> str:
@@ -246,7 +322,7 @@ def render(p: dict) -> str:
         f"item's position in the final list.\n",
         f"Training: {p.get('training', 'see the run directory')}\n",
         f"Categories: {p['categories']}. Diversity vectors: {p['diversity_vectors']}. "
-        f"Popularity: {p['popularity']}.\n",
+        f"Popularity: {p['popularity']}. Score transforms: {p.get('sharpen', 'none')}.\n",
         f"| setting | NDCG@{k} | HR@{k} | kept | diversity | Gini | coverage | novelty | ARP | "
         "cal. error | p50 ms | p99 ms | CPU p99 ms | meets |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
