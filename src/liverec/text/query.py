@@ -93,21 +93,22 @@ def check_query(query: object) -> str:
     return text
 
 
-def _normalise_rows(x: torch.Tensor, how: str, temperature: float = 1.0) -> torch.Tensor:
-    """Normalise each row over its finite entries; -inf stays -inf. (B, M) -> (B, M) float64."""
-    x = x.double()
-    ok = torch.isfinite(x)  # (B, M)
-    n = ok.sum(1, keepdim=True).clamp_min(1)  # (B, 1)
-    z = torch.where(ok, x, torch.zeros_like(x))
+def _normalise_rows(x: torch.Tensor, ok: torch.Tensor, how: str,
+                    temperature: float = 1.0) -> torch.Tensor:
+    """Normalise each row over its entries where ``ok``; the others come out arbitrary (the
+    caller masks them). x: (B, M) with finite values where ``ok`` (0 elsewhere) -> (B, M).
+
+    Sums are taken in float64; the (B, M) work stays in x's dtype (one pass per step)."""
+    n = ok.sum(1, keepdim=True).clamp_min(1).double()  # (B, 1)
     if how == "zscore":
-        mean = z.sum(1, keepdim=True) / n  # (B, 1)
-        var = (torch.where(ok, x - mean, torch.zeros_like(x)) ** 2).sum(1, keepdim=True) / n
-        std = var.sqrt()
-        out = torch.where(std > 0, (z - mean) / torch.where(std > 0, std, 1.0), 0.0)
-    else:  # softmax
-        out = torch.where(ok, z / temperature, torch.full_like(x, float("-inf")))
-        out = out.log_softmax(1)
-    return torch.where(ok, out, torch.full_like(x, float("-inf")))
+        mean = x.sum(1, keepdim=True, dtype=torch.float64) / n  # (B, 1), masked entries are 0
+        sq = (x * x).sum(1, keepdim=True, dtype=torch.float64) / n
+        std = (sq - mean * mean).clamp_min(0).sqrt()
+        # a constant row (std 0) gives 0 everywhere: dividing by inf
+        std = torch.where(std > 1e-12 * mean.abs().clamp_min(1.0), std, math.inf)
+        return (x - mean.to(x.dtype)).div_(std.to(x.dtype))
+    y = (x / temperature).masked_fill_(~ok, float("-inf"))
+    return y.log_softmax(1)
 
 
 def blend_scores(text: torch.Tensor, model: torch.Tensor | None,
@@ -136,14 +137,13 @@ def blend_scores(text: torch.Tensor, model: torch.Tensor | None,
         raise ValueError(f"text scores {tuple(text.shape)} and model scores "
                          f"{tuple(model.shape)} differ in shape")
     masked = torch.isneginf(text) | torch.isneginf(model)  # (B, M)
-    inf = torch.full_like(text, float("-inf"), dtype=torch.float64)
-    text = torch.where(masked, inf, text.double())
-    model = torch.where(masked, inf, model.double())
+    ok = ~masked
     w = float(config.weight)
-    t = _normalise_rows(text, config.normalise, config.temperature)
-    m = _normalise_rows(model, config.normalise, 1.0)
-    mixed = w * torch.where(masked, 0.0, t) + (1 - w) * torch.where(masked, 0.0, m)
-    return torch.where(masked, inf, mixed).float()
+    t = _normalise_rows(text.float().masked_fill(masked, 0.0), ok, config.normalise,
+                        config.temperature)
+    m = _normalise_rows(model.float().masked_fill(masked, 0.0), ok, config.normalise, 1.0)
+    mixed = t.mul_(w).add_(m, alpha=1.0 - w)  # (B, M)
+    return mixed.masked_fill_(masked, float("-inf"))
 
 
 def blend_scores_reference(text: Sequence[Sequence[float]],
