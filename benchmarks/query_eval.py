@@ -49,7 +49,7 @@ KINDS = {"title": None, "3 words": 3, "2 words": 2, "1 word": 1}
 WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 NORMS = (("zscore", 1.0), ("softmax", 0.05), ("softmax", 0.1))
 KS = (10, 20)
-DEFAULT = "blend w=0.5 zscore"
+DEFAULT = "blend w=0.7 zscore"
 
 
 def title_words(title: str) -> list[str]:
@@ -204,7 +204,7 @@ def summarise(results: dict, configs: dict) -> dict:
         test = results["test"]["metrics"][kind]
         table[kind] = {"query only": test["query only"], "history only": test["history only"],
                        "blended (chosen on valid)": test[best],
-                       "blended w=0.5 zscore (the default)": test[DEFAULT]}
+                       "blended w=0.7 zscore (the default)": test[DEFAULT]}
         b, q, h = (table[kind][n]["ndcg@20"] for n in
                    ("blended (chosen on valid)", "query only", "history only"))
         table[kind]["blend_beats_both_ndcg@20"] = bool(b > q and b > h)

@@ -506,8 +506,8 @@ def _add_recommend(sub) -> None:
     p.add_argument("--history", nargs="+", metavar="ID", help="item ids, oldest first")
     p.add_argument("--query", help="free text, e.g. 'vegan lip balm'")
     p.add_argument("-k", type=int, default=10, help="list length (default 10)")
-    p.add_argument("--query-weight", type=float, default=0.5, metavar="W",
-                   help="the query's share of the blend with a history, in [0, 1] (0.5)")
+    p.add_argument("--query-weight", type=float, default=0.7, metavar="W",
+                   help="the query's share of the blend with a history, in [0, 1] (0.7)")
     p.add_argument("--query-normalise", choices=("zscore", "softmax"), default="zscore",
                    help="how both scores are put on one scale before mixing (zscore)")
     p.add_argument("--items", metavar="faq|FILE",

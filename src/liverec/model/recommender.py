@@ -124,7 +124,7 @@ class Recommender:
         vectors (the model config's ``text_encoder`` over its ``text_template``; the catalogue
         is encoded on first use, through the on-disk cache). With a non-empty history too, the
         two scores are normalised over the candidates and mixed with weight
-        ``query_config.weight`` (default ``self.query_config``: z-scores, 0.5 each; see
+        ``query_config.weight`` (default ``self.query_config``: z-scores, 0.7 on the query; see
         :mod:`liverec.text.query`). Scores returned: cosines for a query alone, the blended
         score otherwise, the model's score without a query.
 

@@ -58,7 +58,8 @@ class HistoryRecommendIn(_In):
     explain: bool = Field(False, description="add each item's title and a one-line reason")
     query: Annotated[str, StringConstraints(min_length=1, max_length=1000)] | None = Field(
         None, description="free text: items are scored by text similarity to it, blended with "
-                          "the history's scores when a history is given (z-scores, half each)")
+                          "the history's scores when a history is given (z-scores, 0.7 on the "
+                          "query)")
 
 
 class EventIn(_In):

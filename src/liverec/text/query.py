@@ -54,11 +54,14 @@ class QueryConfig:
     Attributes:
         weight: the query's share ``w`` in ``w * norm(text) + (1 - w) * norm(model)``, in
             [0, 1]; used only when a history is given (a query alone is ranked by text).
+            Default 0.7 with z-scores: the best z-score weight on Beauty's validation split,
+            averaged over title-word queries of 1, 2, 3 words and whole titles
+            (benchmarks/results/query_eval_beauty.md).
         normalise: ``"zscore"`` or ``"softmax"`` (module docstring).
         temperature: softmax only: cosines are divided by it before the log-softmax (> 0).
     """
 
-    weight: float = 0.5
+    weight: float = 0.7
     normalise: str = "zscore"
     temperature: float = 0.05
 
