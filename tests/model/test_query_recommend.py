@@ -123,3 +123,27 @@ def test_non_finite_model_scores_are_refused(rec, monkeypatch):
     with pytest.raises(NonFiniteError):
         rec.recommend(["1"], k=3, query="red fox")
     assert rec.recommend(query="red fox", k=1)[0][0] == "0"  # no history: no model scores
+
+
+def test_items_added_to_a_text_model_are_found_by_query(tiny_run_config, text_cache, tmp_path):
+    import dataclasses
+
+    from tests.conftest import titled_cyclic_dataset
+
+    from liverec.config import DataConfig
+    from liverec.data.prepare import prepare
+    from liverec.train.loop import train
+
+    model = dataclasses.replace(tiny_run_config.model, item_repr="text", text_encoder="hash:16",
+                                d_model=16, d_ff=32)
+    cfg = dataclasses.replace(tiny_run_config, model=model,
+                              train=dataclasses.replace(tiny_run_config.train, epochs=2))
+    train(cfg, prepare(titled_cyclic_dataset(), DataConfig(source="titled")), tmp_path / "r")
+    rec = liverec.load(tmp_path / "r")
+    before = rec.recommend(query="zebra lamp", k=3)  # builds the text index
+    assert "NEW" not in [i for i, _ in before]
+    rec.add_items(pl.DataFrame({"item": ["NEW"], "title": ["zebra lamp"]}))
+    assert rec.text_index().n_items == rec.vocab.n_items
+    assert rec.recommend(query="zebra lamp", k=1)[0][0] == "NEW"
+    assert rec.recommend(["3", "4"], k=1, query="zebra lamp",
+                         query_config=QueryConfig(weight=1.0))[0][0] == "NEW"
