@@ -132,17 +132,27 @@ def category_shares(tops: np.ndarray, cats: np.ndarray, n_codes: int) -> np.ndar
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", action="append", required=True, metavar="NAME=DIR",
+    ap.add_argument("--run", action="append", default=[], metavar="NAME=DIR",
                     help="a model to compare (repeatable), e.g. id=runs/beauty_id_e10")
     ap.add_argument("--data", default="beauty")
     ap.add_argument("--users", type=int, default=0, help="test users sampled (0 = all)")
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--top-categories", type=int, default=12)
+    ap.add_argument("--render", metavar="JSON", help="re-write the md and png from a results "
+                                                     "JSON, no run")
     args = ap.parse_args()
+    if args.render:
+        payload = json.loads(Path(args.render).read_text())
+        stem = Path(args.render).with_suffix("")
+        plot(payload, stem.with_suffix(".png"), args.top_categories)
+        stem.with_suffix(".md").write_text(render(payload, args.top_categories))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     t_start, cpu_start = time.perf_counter(), time.process_time()
+    if not args.run:
+        ap.error("give --run NAME=DIR at least once (or --render)")
     runs = dict(r.split("=", 1) for r in args.run)
     recs = {name: liverec.load(path) for name, path in runs.items()}
     first = next(iter(recs.values()))
@@ -253,7 +263,7 @@ def plot(p: dict, path: Path, n_top: int) -> None:
     axes[0].set_xticklabels([p["labels"][str(c)] for c in codes], rotation=55, ha="right",
                             fontsize=7)
     axes[0].set_ylabel(f"share of top-{p['k']} slots")
-    axes[0].set_title("Exposure by category (the 12 largest by interactions)")
+    axes[0].set_title(f"Exposure by category (the {len(codes)} largest by interactions)")
     axes[0].legend(fontsize=8)
     for name in names:
         r = p["rows"][name]
@@ -293,7 +303,8 @@ def render(p: dict, n_top: int) -> str:
                      f"{r['top_hub_share']:.3f} |")
     codes = _top_codes(p, n_top)
     names = list(rows)
-    lines += ["", f"Exposure share by category (the {n_top} largest by training interactions; "
+    lines += ["", f"Exposure share by category (the {len(codes)} largest by training "
+              "interactions; "
               "catalogue and interaction shares for reference):", "",
               "| category | catalogue | interactions | " + " | ".join(names) + " |",
               "|---|---|---|" + "---|" * len(names)]
