@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,7 @@ class Setting:
     catalogue: str = "model"
     sharpen: float | None = None
     budget: int | None = None
+    pool: int | None = None  # re-rank only the model's top ``pool`` candidates
 
 
 def settings() -> dict[str, RerankConfig | Setting]:
@@ -99,6 +101,21 @@ def settings() -> dict[str, RerankConfig | Setting]:
     for budget in (400, 200, 100):
         out[f"exposure budget + mmr 0.3, budget {budget}"] = Setting(
             RerankConfig(mmr=MMRConfig(0.3)), budget=budget)
+    # round 2: spend the accuracy a popularity or exposure penalty gains on MMR; MMR over a
+    # smaller pool; the exposure penalty's cliff between 0.3 and 0.5
+    for m, q in ((0.3, 0.3), (0.4, 0.3), (0.45, 0.3), (0.5, 0.3), (0.4, 0.4), (0.5, 0.4)):
+        out[f"mmr {m} + popularity penalty {q}"] = RerankConfig(
+            mmr=MMRConfig(m), exposure=ExposureConfig(penalty=q))
+    for m, q in ((0.3, 0.2), (0.4, 0.2), (0.5, 0.2)):
+        out[f"mmr {m} + exposure penalty {q}"] = Setting(
+            RerankConfig(mmr=MMRConfig(m), exposure=ExposureConfig(penalty=q)), "exposure")
+    for pool in (50, 100):
+        for lam in (0.5, 0.6, 0.7):
+            out[f"mmr top-{pool} pool {lam}"] = Setting(RerankConfig(mmr=MMRConfig(lam)),
+                                                       pool=pool)
+    for q in (0.35, 0.4, 0.45):
+        out[f"exposure penalty {q}"] = Setting(
+            RerankConfig(exposure=ExposureConfig(penalty=q)), "exposure")
     return out
 
 
@@ -220,8 +237,9 @@ def main() -> int:
             setting = Setting(setting)
         cfg = setting.config
         t0 = time.perf_counter()
-        tops, secs = run_setting(rerankers[setting.catalogue], cfg, cands,
-                                 sharpen(vals, setting.sharpen), histories, args.k,
+        pool = setting.pool or cands.shape[1]
+        tops, secs = run_setting(rerankers[setting.catalogue], cfg, cands[:, :pool],
+                                 sharpen(vals[:, :pool], setting.sharpen), histories, args.k,
                                  setting.budget, order)
         row = accuracy(tops, targets, args.k)
         if setting.budget is not None:  # served first vs served last: what the budget costs
@@ -239,7 +257,7 @@ def main() -> int:
         row["cpu_ms_p99"] = float(np.percentile(secs[:, 1], 99) * 1e3)
         row["config"] = cfg.describe()
         row["catalogue"], row["sharpen"] = setting.catalogue, setting.sharpen
-        row["budget"] = setting.budget
+        row["budget"], row["pool"] = setting.budget, pool
         rows[name] = row
         log.info("%s: ndcg@20 %.4f div %.3f gini %.3f cal %.3f p99 %.3f ms (%.0f s)", name,
                  row[f"ndcg@{args.k}"], row["diversity"], row["exposure_gini"],
@@ -306,9 +324,8 @@ def plot(rows: dict, k: int, path: Path) -> None:
                "mmr-sharp": "tab:cyan", "mmr-centred": "tab:olive", "exposure": "tab:brown",
                "exposure-sharp": "tab:pink"}  # "exposure budget ..." shares "exposure"
     groups: dict[str, list[str]] = {}
-    for n in rows:  # a curve per family: the name without its last (numeric) word
-        head, _, last = n.rpartition(" ")
-        groups.setdefault(head if head and _is_number(last) else n, []).append(n)
+    for n in rows:  # a family per name without its numbers; a line when only the last differs
+        groups.setdefault(re.sub(r"\d+(\.\d+)?", "#", n), []).append(n)
     markers = "os^vD<>p*h"
     for ax, metric, label in ((axes[0], "diversity", "intra-list diversity (cosine distance)"),
                               (axes[1], "exposure_gini", "exposure Gini (lower = fairer)")):
@@ -316,8 +333,9 @@ def plot(rows: dict, k: int, path: Path) -> None:
             xs = [rows[n][metric] for n in names]
             ys = [rows[n][f"ndcg@{k}"] for n in names]
             colour = colours.get(fam.split()[0], "grey")
-            ax.plot(xs, ys, markers[g % len(markers)] + ("-" if len(names) > 1 else ""),
-                    color=colour, label=fam[:28], ms=4)
+            line = len(names) > 1 and len({n.rpartition(" ")[0] for n in names}) == 1
+            ax.plot(xs, ys, markers[g % len(markers)] + ("-" if line else ""),
+                    color=colour, label=fam[:32], ms=4)
             for n, x, y in zip(names, xs, ys):
                 ax.annotate(n.rpartition(" ")[2] if len(names) > 1 else "",
                             (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
@@ -330,14 +348,6 @@ def plot(rows: dict, k: int, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def render(p: dict) -> str:
