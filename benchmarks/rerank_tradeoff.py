@@ -330,10 +330,12 @@ def plot(rows: dict, k: int, path: Path) -> None:
     for ax, metric, label in ((axes[0], "diversity", "intra-list diversity (cosine distance)"),
                               (axes[1], "exposure_gini", "exposure Gini (lower = fairer)")):
         for g, (fam, names) in enumerate(groups.items()):
+            line = len(names) > 1 and len({n.rpartition(" ")[0] for n in names}) == 1
+            if line:  # along the swept value
+                names = sorted(names, key=lambda n: float(n.rpartition(" ")[2]))
             xs = [rows[n][metric] for n in names]
             ys = [rows[n][f"ndcg@{k}"] for n in names]
             colour = colours.get(fam.split()[0], "grey")
-            line = len(names) > 1 and len({n.rpartition(" ")[0] for n in names}) == 1
             ax.plot(xs, ys, markers[g % len(markers)] + ("-" if line else ""),
                     color=colour, label=fam[:32], ms=4)
             for n, x, y in zip(names, xs, ys):
@@ -385,8 +387,14 @@ def render(p: dict) -> str:
     else:
         best = max(v, key=lambda n: max(v[n]["gini_cut"], v[n]["diversity_gain"])
                    if v[n]["ndcg_kept"] >= 0.95 else -1)
-        lines.append(f"Not met by any setting. Closest at >= 95% NDCG: `{best}` (Gini "
+        lines.append(f"Not met by any of the {len(v) - 1} settings tried (every one is a row "
+                     f"above). Closest at >= 95% NDCG: `{best}` (Gini "
                      f"{-v[best]['gini_cut']:+.1%}, diversity {v[best]['diversity_gain']:+.1%}).")
+        fine = [n for n in v if v[n]["ndcg_kept"] >= 0.95]
+        for key, what in (("diversity_gain", "diversity gain"), ("gini_cut", "Gini cut")):
+            n = max(fine, key=lambda x: v[x][key])
+            lines.append(f"Largest {what} at >= 95% NDCG: `{n}` ({v[n][key]:+.1%}, NDCG kept "
+                         f"{v[n]['ndcg_kept']:.1%}).")
     lines += ["", "Other effects at >= 95% of NDCG@20 (best setting per metric):", ""]
     for metric, better, what in (("calibration_error", -1, "calibration error"),
                                  ("coverage", 1, "catalogue coverage"),
