@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from serve_common import (
     Conn,
     free_port,
@@ -59,13 +60,17 @@ async def converge(a: int, b: int, trials: int, runs: list[Path]) -> dict:
     for t in range(trials):
         target = runs[t % 2]
         t_ask = time.perf_counter()
-        status, body = await ca.json("POST", "/admin/reload", {"run_dir": str(target)})
+        # absolute: a relative run_dir is read under the server's models root
+        status, body = await ca.json("POST", "/admin/reload", {"run_dir": str(target.resolve())})
         t0 = time.perf_counter()
         reload_s.append(t0 - t_ask)
         if status != 200:
             failures.append(f"reload {target}: {status} {body}")
             continue
         version = body["model_version"]
+        # the reload call can outlast the server's keep-alive timeout (5 s): a fresh connection
+        cb.close()
+        cb = await Conn("127.0.0.1", b).open()
         while (await cb.json("GET", "/readyz"))[1].get("model_version") != version:
             if time.perf_counter() - t0 > 10:
                 failures.append(f"B not on {version} after 10 s")
@@ -89,9 +94,9 @@ async def _one(port: int, method: str, path: str, body=None) -> tuple[int, float
     return status, time.perf_counter() - t0
 
 
-async def freeze(port: int, redis: subprocess.Popen, seconds: float) -> dict:
+async def freeze(port: int, redis: subprocess.Popen, seconds: float, item: str) -> dict:
     routes = [("GET", "/v1/recommend?user_id=fz-1&k=5", None),
-              ("POST", "/v1/events", {"user_id": "fz-1", "item_id": "I0003", "event_id": "fz"}),
+              ("POST", "/v1/events", {"user_id": "fz-1", "item_id": item, "event_id": "fz"}),
               ("GET", "/v1/users/fz-1", None)]
     assert (await _one(port, *routes[1]))[0] == 200
     health, store = [], []
@@ -156,7 +161,8 @@ def main() -> None:
                                     log_path=tmp / "b.log"))
         load = os.getloadavg()
         conv = asyncio.run(converge(a, b, args.trials, [args.other_run, args.run_dir]))
-        frz = asyncio.run(freeze(a, redis, args.freeze_s))
+        item = pq.read_table(args.run_dir / "items.parquet", columns=["item"])["item"][0]
+        frz = asyncio.run(freeze(a, redis, args.freeze_s, str(item)))
     finally:
         for s in servers:
             stop_server(s)

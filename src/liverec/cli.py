@@ -188,6 +188,39 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_web(args: argparse.Namespace) -> int:
+    from liverec.edge.bundle import WebExportConfig, export_web
+
+    cfg = WebExportConfig(weights=args.weights, table=args.table, runtime=args.runtime,
+                          gzip=not args.no_gzip)
+    cfg.check()  # a bad setting: one line before the data is read
+    out = Path(args.out) if args.out else Path(args.run_dir) / "web"
+    histories = None
+    if args.check_on == "data":
+        from liverec.compress.variants import check_histories, prepare_for
+
+        try:
+            prepared = prepare_for(Path(args.run_dir))
+        except LiverecError as exc:
+            raise LiverecError(f"{exc} (the int8 check reads the run's test histories; "
+                               "--check-on probe uses seeded random ones instead)") from None
+        histories = check_histories(prepared, cfg.check_histories)
+    m = export_web(Path(args.run_dir), out, cfg, histories)
+    enc = m["encoder"]
+    print(f"web bundle {m['version']} of {m['source']['model_version']}: {out}")
+    for name, f in m["files"].items():
+        print(f"  {name:<24} {f['bytes']:>10,} bytes  {f['gzip_bytes']:>10,} gzip")
+    print(f"  {'total':<24} {m['total']['bytes']:>10,} bytes  {m['total']['gzip_bytes']:>10,} gzip")
+    overlap = next((v for k, v in enc.items() if k.endswith("_overlap_with_fp32")), None)
+    print(f"encoder weights: {enc['weights']}" + (f" (int8 top-10 overlap with fp32 {overlap}, "
+          f"gzip saving {enc['int8_gzip_saving']:.0%})" if overlap is not None else ""))
+    rt = m["runtime"]
+    print(f"runtime: {rt['total']['bytes']:,} bytes, {rt['total']['gzip_bytes']:,} gzip "
+          f"(onnxruntime-web {rt['onnxruntime_web']})" if rt else
+          "runtime: none (build clients/js: npm ci && npm run build)")
+    return 0
+
+
 ARGV_KEY_WARNING = ("liverec: warning: --api-key puts the key in the process arguments, which "
                     "every local user can read (ps); use LIVEREC_SERVE_API_KEY or --api-key-file")
 
@@ -200,7 +233,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     extra = {k: v for k, v in (("store", args.store), ("api_key", args.api_key),
                                ("api_key_file", args.api_key_file),
                                ("models_root", args.models_root),
-                               ("retriever", args.retriever)) if v}
+                               ("retriever", args.retriever), ("rerank", args.rerank)) if v}
     if args.naive:
         extra["naive"] = True
     print(f"serving {args.run_dir} on http://{args.host}:{args.port} (docs: /docs)")
@@ -448,6 +481,30 @@ def _add_compress(sub) -> None:
     p.set_defaults(func=_cmd_compress)
 
 
+def _add_export_web(sub) -> None:
+    p = sub.add_parser("export-web", help="a static bundle that recommends in the browser",
+                       description="Write a run as a static web bundle: the sequence encoder "
+                                   "as ONNX (int8 where it pays), the item table in compact "
+                                   "form, the catalogue's ids and titles, a manifest (sizes, "
+                                   "sha256, catalogue fingerprint) and the JavaScript runtime "
+                                   "(clients/js). 'liverec serve RUN_DIR' serves RUN_DIR/web "
+                                   "at /edge/ for the dashboard's 'on this device' mode.")
+    p.add_argument("run_dir", help="a trained, distilled or pruned run directory")
+    p.add_argument("--out", help="bundle folder (default RUN_DIR/web)")
+    p.add_argument("--weights", choices=("auto", "int8", "fp32"), default="auto",
+                   help="encoder weights (auto: int8 when it is >= 20%% smaller compressed and "
+                        "keeps >= 0.95 of fp32's top-10 lists)")
+    p.add_argument("--table", choices=("auto", "pq", "int8", "fp32"), default="auto",
+                   help="item table form (auto: pq for a product-quantized model, else int8)")
+    p.add_argument("--runtime", default="auto", metavar="DIR|auto|none",
+                   help="the built web client to copy (auto: clients/js/dist when built)")
+    p.add_argument("--check-on", choices=("data", "probe"), default="data",
+                   help="histories the int8 decision is measured on: the run's test "
+                        "histories (data) or seeded random ones (probe)")
+    p.add_argument("--no-gzip", action="store_true", help="no .gz copies beside the files")
+    p.set_defaults(func=_cmd_export_web)
+
+
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve a run directory over HTTP (FastAPI + uvicorn)",
                        description="Real-time recommendations: per-user state from posted "
@@ -475,6 +532,9 @@ def _add_serve(sub) -> None:
                    help="top-k search (default exact; hnsw/ivf for large catalogues)")
     p.add_argument("--naive", action="store_true",
                    help="reference path: no cache, no batching, full recompute per request")
+    p.add_argument("--rerank", metavar="FILE",
+                   help="re-ranking rules (JSON or TOML: deny/allow lists, category caps, MMR, "
+                        "calibration, exposure), checked at start; requests may override them")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -592,7 +652,8 @@ def _add_retrain(sub) -> None:
     p.set_defaults(func=_cmd_retrain)
 
 
-COMMANDS: list[Callable] = [_add_train, _add_eval, _add_demo, _add_compress, _add_serve,
+COMMANDS: list[Callable] = [_add_train, _add_eval, _add_demo, _add_compress,
+                            _add_export_web, _add_serve,
                             _add_explain, _add_tune, _add_retrain, _add_recommend]
 
 

@@ -35,6 +35,7 @@ Adaptor = Literal["linear", "moe"]
 Fusion = Literal["sum", "gate"]
 Finetune = Literal["full", "lora", "adaptor"]
 LoraScope = Literal["blocks", "items"]
+Mixer = Literal["attention", "filter"]
 Optimizer = Literal["adamw", "adam", "sgd"]
 Schedule = Literal["cosine", "constant"]
 Amp = Literal["none", "bf16"]
@@ -147,6 +148,13 @@ class ModelConfig:
     lora_alpha: float = 16.0
     # where LoRA goes: "blocks" (attention/FFN projections) and/or "items" (the text adaptor)
     lora_scopes: tuple[LoraScope, ...] = ("blocks", "items")
+    # token mixing in each block: "attention" (SASRec) or "filter": attention mixed with a
+    # causal low-pass filter of the sequence (BSARec's inductive bias, made causal so every
+    # position still trains): filter_alpha = the filter branch's weight, filter_kernel = its
+    # length in positions
+    mixer: Mixer = "attention"
+    filter_alpha: float = 0.7
+    filter_kernel: int = 8
 
     def __post_init__(self) -> None:
         _validate(self, "model", {
@@ -155,7 +163,7 @@ class ModelConfig:
             "emb_dropout": _UNIT_OPEN, "n_negatives": _GE1, "label_smoothing": _UNIT_OPEN,
             "text_dim": _GE0, "n_experts": _GE1, "head_items": _GE0, "tail_dim": _GE0,
             "pq_subspaces": _GE0, "pq_bits": (1, 8, True, True), "lora_rank": _GE1,
-            "lora_alpha": _POS})
+            "lora_alpha": _POS, "filter_alpha": _UNIT, "filter_kernel": _GE1})
         if self.d_model % self.n_heads:
             raise ConfigError(f"model.n_heads={self.n_heads} does not divide "
                               f"model.d_model={self.d_model} (d_model must be divisible by "

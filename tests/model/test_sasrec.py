@@ -7,10 +7,17 @@ from liverec.model import build_model
 from liverec.model.sasrec import attention_mask
 
 
-@pytest.fixture
-def model(tiny_model_config):
+@pytest.fixture(params=["attention", "filter"])
+def model(request, tiny_model_config):
     torch.manual_seed(0)
-    return build_model(tiny_model_config).eval()
+    cfg = dataclasses.replace(tiny_model_config, mixer=request.param, filter_kernel=3)
+    model = build_model(cfg).eval()
+    if request.param == "filter":  # away from the initial mean so the kernel order matters
+        with torch.no_grad():
+            for block in model.blocks:
+                block.filter.weight.normal_()
+                block.filter.sqrt_beta.normal_()
+    return model
 
 
 def test_shapes(model, tiny_model_config):
@@ -58,10 +65,12 @@ def test_unknown_model_name(tiny_model_config):
         build_model(dataclasses.replace(tiny_model_config, name="nope"))
 
 
+@pytest.mark.parametrize("mixer", ["attention", "filter"])
 @pytest.mark.parametrize("n_layers", [1, 2, 3])
-def test_last_position_fast_path_equals_reference(tiny_model_config, n_layers):
+def test_last_position_fast_path_equals_reference(tiny_model_config, n_layers, mixer):
     torch.manual_seed(n_layers)
-    model = build_model(dataclasses.replace(tiny_model_config, n_layers=n_layers)).eval()
+    model = build_model(dataclasses.replace(tiny_model_config, n_layers=n_layers,
+                                            mixer=mixer, filter_kernel=4)).eval()
     seqs = torch.tensor([[0, 0, 0, 3, 4], [1, 2, 3, 4, 5], [0, 0, 0, 0, 0], [0, 0, 0, 0, 7]])
     long = torch.randint(1, tiny_model_config.n_items + 1, (3, tiny_model_config.max_len + 4))
     with torch.no_grad():
@@ -82,3 +91,21 @@ def test_fast_path_is_differentiable_and_training_uses_reference(tiny_model_conf
     torch.manual_seed(0)
     b = model.encode_users_reference(seqs)
     assert torch.equal(a, b)
+
+
+def test_filter_mixer_ignores_padding_and_checks_its_settings(tiny_model_config):
+    """The causal filter reads real positions only: more left padding changes nothing."""
+    from liverec.errors import ConfigError
+
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(tiny_model_config, mixer="filter",
+                                            filter_kernel=6)).eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.filter.weight.normal_()
+    a = model.encode(torch.tensor([[0, 0, 0, 5, 6, 7]]))[:, -3:]
+    b = model.encode(torch.tensor([[5, 6, 7]]))
+    assert torch.allclose(a, b, atol=1e-5)
+    for bad in ({"mixer": "fourier"}, {"filter_alpha": 1.5}, {"filter_kernel": 0}):
+        with pytest.raises(ConfigError):
+            dataclasses.replace(tiny_model_config, **bad)

@@ -116,3 +116,46 @@ def test_bad_queries_are_422_and_change_nothing(qclient, body, where):
 def test_requests_without_a_query_are_unchanged(qclient, client):
     assert qclient.post("/v1/recommend", json={"history": ["3"]}).json()["items"]
     assert client.post("/v1/recommend", json={}).json()["fallback"] == "popular"
+
+
+# ---- with the deployment's re-ranking rules ---------------------------------------------------
+
+
+@pytest.fixture
+def ruled_client(make_client, query_run, text_cache, tmp_path):
+    """The query run with item 3 flagged unsafe (catalogue column), item 12 denied and MMR on."""
+    import polars as pl
+
+    run = tmp_path / "ruled"
+    shutil.copytree(query_run, run)
+    items = pl.read_parquet(run / "items.parquet")
+    items = items.with_columns(pl.Series("unsafe", [i == "3" for i in items["item"]]))
+    items.write_parquet(run / "items.parquet")
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": {"deny": ["12"]}, "mmr": {"lambda": 0.2}}))
+    return make_client(run_dir=run, rerank=str(rules))
+
+
+def test_hidden_items_never_appear_in_query_answers(ruled_client):
+    for body in ({"query": "product 3 family0", "k": 40},
+                 {"query": "product 12 family2", "k": 40, "history": ["10", "11"]},
+                 {"query": "product 3", "k": 40, "rerank": False},
+                 {"query": "product 12", "k": 40, "exclude_seen": False, "history": ["12"]}):
+        got = _ids(_post(ruled_client, **body))
+        assert got and "3" not in got and "12" not in got, body
+    r = ruled_client.patch("/v1/items/17", json={"unsafe": True})
+    assert r.status_code == 200
+    assert "17" not in _ids(_post(ruled_client, query="product 17 family3", k=40))
+    user = ruled_client.get("/v1/recommend", params={"user_id": "x", "query": "product 3",
+                                                     "k": 40}).json()
+    assert "3" not in _ids(user) and "17" not in _ids(user)
+
+
+def test_query_answers_go_through_the_stage_and_say_so(ruled_client):
+    body = _post(ruled_client, query="family1", history=["3", "4"], k=5)
+    assert "mmr" in body["rerank"]["applied"] and body["rerank"]["mmr_lambda"] == 0.2
+    off = _post(ruled_client, query="family1", history=["3", "4"], k=5, rules_off=["mmr"])
+    assert "mmr" in off["rerank"]["switched_off"]
+    bad = ruled_client.post("/v1/recommend", json={"query": "family1", "mmr_lambda": 0.9,
+                                                   "exposure_penalty": 0.5})
+    assert bad.status_code == 422

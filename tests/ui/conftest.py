@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import socket
 import threading
 import time
@@ -38,15 +40,15 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-@pytest.fixture
-def live_server(dashboard_run):
+@contextlib.contextmanager
+def _uvicorn(run_dir: Path, **settings):
     """``http://127.0.0.1:<port>``: uvicorn serving the run (memory store) in a thread."""
     import uvicorn
 
     from liverec.serve.app import create_app
 
     port = _free_port()
-    app = create_app(run_dir=dashboard_run, store="memory://", torch_threads=1)
+    app = create_app(run_dir=run_dir, store="memory://", torch_threads=1, **settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -56,6 +58,27 @@ def live_server(dashboard_run):
         if not thread.is_alive() or time.monotonic() > deadline:
             pytest.fail("uvicorn did not start")
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def live_server(dashboard_run):
+    with _uvicorn(dashboard_run) as url:
+        yield url
+
+
+RULES = {"rules": {"deny": ["I001"], "max_per_category": 3}, "mmr": {"lambda": 0.2}}
+
+
+@pytest.fixture
+def live_server_rules(dashboard_run, tmp_path):
+    """The same with re-ranking rules: item I001 denied, at most 3 per category (of 4),
+    MMR 0.2."""
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(RULES))
+    with _uvicorn(dashboard_run, rerank=path) as url:
+        yield url

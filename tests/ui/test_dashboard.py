@@ -80,3 +80,69 @@ def test_dashboard_click_refreshes_recommendations(live_server, page, request):
     out = request.config.rootpath / "test-artifacts"
     out.mkdir(exist_ok=True)
     page.screenshot(path=str(out / "dashboard.png"), full_page=True)
+
+
+def _category(base: str, item: str) -> str:
+    attrs = httpx.get(f"{base}/v1/items/{item}").json()["attributes"]
+    return next(a for a in attrs if a.startswith("category:"))
+
+
+def test_dashboard_shows_the_rules_and_switches_them_per_request(live_server_rules, page,
+                                                                 request):
+    base = live_server_rules
+    popular = [i["item_id"] for i in httpx.get(f"{base}/v1/recommend", params={
+        "user_id": "x", "k": 2, "rerank": "false"}).json()["items"]]
+    events = [{"user_id": "carol", "item_id": i} for i in popular]
+    assert httpx.post(f"{base}/v1/events", json=events).status_code == 200
+
+    page.goto(f"{base}/ui?poll=300")
+    rules = page.locator("#rules li")
+    expect(rules).to_have_count(8)
+    box = {name: page.locator(f'#rules input[data-rule="{name}"]') for name in (
+        "flags", "deny", "allow", "attributes", "category_caps", "mmr", "calibration",
+        "exposure")}
+    for name in ("flags", "deny"):  # always on: shown ticked, cannot be switched off
+        expect(box[name]).to_be_checked()
+        expect(box[name]).to_be_disabled()
+    for name in ("category_caps", "mmr"):
+        expect(box[name]).to_be_checked()
+        expect(box[name]).to_be_enabled()
+    expect(box["calibration"]).not_to_be_checked()
+    expect(box["calibration"]).to_be_enabled()
+    expect(box["allow"]).to_be_disabled()  # not set by the deployment: nothing to try
+    expect(page.locator("#rules")).to_contain_text("lambda 0.2")
+
+    page.locator("#user-input").fill("carol")
+    page.locator("#user-form button[type=submit]").click()
+    applied = page.locator("#rules-applied")
+    expect(applied).to_have_attribute("data-applied", "flags,deny,category_caps,mmr")
+    expect(applied).to_contain_text("MMR λ 0.2")
+    items = _items(page)
+    assert len(items) == 10 and "I001" not in items  # denied
+    cats = [_category(base, i) for i in items]
+    assert max(cats.count(c) for c in cats) <= 3
+
+    box["mmr"].uncheck()
+    expect(applied).to_have_attribute("data-applied", "flags,deny,category_caps")
+    expect(applied).to_contain_text("switched off: mmr")
+    box["category_caps"].uncheck()
+    expect(applied).to_have_attribute("data-applied", "flags,deny")
+    plain = httpx.get(f"{base}/v1/recommend", params=[
+        ("user_id", "carol"), ("k", 10), ("rules_off", "category_caps"),
+        ("rules_off", "mmr")]).json()
+    expect(page.locator("#recs li").first).to_have_attribute(
+        "data-item", plain["items"][0]["item_id"])
+    assert _items(page) == [i["item_id"] for i in plain["items"]]  # the page's own request
+    box["calibration"].check()
+    expect(applied).to_have_attribute("data-applied", "flags,deny,calibration")
+
+    # an item flagged through the API leaves the page's list at its next load
+    top = _items(page)[0]
+    assert httpx.patch(f"{base}/v1/items/{top}", json={"unsafe": True}).status_code == 200
+    page.locator("#user-form button[type=submit]").click()
+    expect(page.locator(f'#recs li[data-item="{top}"]')).to_have_count(0)
+    expect(page.locator("#rules-hidden")).to_contain_text("2 items hidden")
+
+    out = request.config.rootpath / "test-artifacts"
+    out.mkdir(exist_ok=True)
+    page.screenshot(path=str(out / "dashboard_rules.png"), full_page=True)

@@ -56,13 +56,43 @@ def attend_last(attn: nn.Module, x: torch.Tensor, key_mask: torch.Tensor) -> tor
     return attn.proj(y.transpose(1, 2).reshape(B, 1, inner))  # (B, 1, D)
 
 
+class CausalLowPass(nn.Module):
+    """A learned causal low-pass filter over positions, with BSARec's high-frequency rescaling.
+
+    BSARec (Shin et al., AAAI 2024, "An Attentive Inductive Bias for Sequential Recommendation
+    beyond the Self-Attention") mixes self-attention with a Fourier low-pass of the whole
+    sequence, low + beta * (x - low). That filter sees later positions, so it only fits models
+    trained on the last position; here the low-pass is a depthwise causal convolution (each
+    channel a learned kernel over the last K positions, initialised to their mean), so position
+    t sees items 1..t and every position still trains. x: (B, T, D), keep: (B, T, 1) float,
+    1 for real positions -> (B, T, D).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.kernel = cfg.filter_kernel
+        self.weight = nn.Parameter(torch.full((cfg.d_model, 1, cfg.filter_kernel),
+                                              1.0 / cfg.filter_kernel))  # (D, 1, K)
+        self.sqrt_beta = nn.Parameter(torch.ones(cfg.d_model))  # beta = sqrt_beta ** 2, (D,)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        x = x * keep  # padding contributes nothing
+        T = x.shape[1]
+        low = F.conv1d(F.pad(x.transpose(1, 2), (self.kernel - 1, 0)), self.weight,
+                       groups=x.shape[2])[..., :T].transpose(1, 2)  # (B, T, D)
+        return low + self.sqrt_beta**2 * (x - low)
+
+
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(LN(x)), then x + FFN(LN(x))."""
+    """Pre-norm transformer block: x + mix(LN(x)), then x + FFN(LN(x)); mix = attention, or
+    (model.mixer="filter") alpha * causal low-pass + (1 - alpha) * attention."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.d_model)
         self.attn = CausalSelfAttention(cfg)
+        self.filter = CausalLowPass(cfg) if cfg.mixer == "filter" else None
+        self.alpha = cfg.filter_alpha
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.ffn = nn.Sequential(
             nn.Linear(cfg.d_model, cfg.d_ff),
@@ -72,12 +102,22 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), mask))  # (B, T, D)
+        h = self.ln1(x)  # (B, T, D)
+        mixed = self.attn(h, mask)  # (B, T, D)
+        if self.filter is not None:
+            keep = mask[:, 0, -1, :, None].to(h.dtype)  # (B, T, 1): last query's keys = real
+            mixed = self.alpha * self.filter(h, keep) + (1 - self.alpha) * mixed
+        x = x + self.drop(mixed)  # (B, T, D)
         return x + self.drop(self.ffn(self.ln2(x)))  # (B, T, D)
 
     def forward_last(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """The block's output at the last position only (eval). (B, T, D) -> (B, 1, D)."""
-        h = x[:, -1:] + attend_last(self.attn, self.ln1(x), key_mask)  # (B, 1, D)
+        h = self.ln1(x)  # (B, T, D)
+        mixed = attend_last(self.attn, h, key_mask)  # (B, 1, D)
+        if self.filter is not None:
+            keep = key_mask[:, 0, 0, :, None].to(h.dtype)  # (B, T, 1)
+            mixed = self.alpha * self.filter(h, keep)[:, -1:] + (1 - self.alpha) * mixed
+        h = x[:, -1:] + mixed  # (B, 1, D)
         return h + self.ffn(self.ln2(h))  # (B, 1, D)
 
 

@@ -7,6 +7,7 @@ import torch
 
 from liverec.errors import ConfigError
 from liverec.rerank.catalogue import (
+    AVAILABLE_COLUMN,
     FLAG_COLUMNS,
     Catalogue,
     categories_from_attributes,
@@ -19,8 +20,9 @@ def catalogue_for(recommender, popularity: np.ndarray | None = None,
     """Catalogue of a :class:`liverec.model.recommender.Recommender`.
 
     Vectors are the model's output item table (what it scores against); flags are the OR of the
-    item table's ``flagged``/``unsafe``/``unavailable`` columns when present; categories default
-    to :func:`categories_from_attributes` of the ``attributes`` column.
+    item table's ``flagged``/``unsafe``/``unavailable`` columns and ``available == False``
+    when present; categories default to :func:`categories_from_attributes` of the
+    ``attributes`` column.
 
     Args:
         recommender: a loaded model (``liverec.load``).
@@ -41,7 +43,8 @@ def catalogue_for(recommender, popularity: np.ndarray | None = None,
     attrs = [a or [] for a in attrs]
     if popularity is None and "count" in by_index.columns:
         popularity = np.concatenate([[0.0], by_index["count"].fill_null(0).to_numpy()])
-    cols = {c: [False] + by_index[c].to_list() for c in FLAG_COLUMNS if c in by_index.columns}
+    cols = {c: [None] + by_index[c].to_list() for c in (*FLAG_COLUMNS, AVAILABLE_COLUMN)
+            if c in by_index.columns}
     return Catalogue.build(
         list(ids), vectors,
         categories=categories if categories is not None else categories_from_attributes(attrs),

@@ -14,6 +14,7 @@ import numpy as np
 from liverec.errors import ConfigError, NonFiniteError
 
 FLAG_COLUMNS = ("flagged", "unsafe", "unavailable")  # bool catalogue columns that hide an item
+AVAILABLE_COLUMN = "available"  # bool column where False hides an item (None/missing: shown)
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,12 +118,16 @@ def categories_from_attributes(attributes: Sequence[Sequence[str]]) -> np.ndarra
 
 
 def flags_from_columns(columns: Mapping[str, Sequence[bool]], n: int) -> np.ndarray:
-    """OR of the catalogue's flag columns (``flagged``, ``unsafe``, ``unavailable``). -> (n,) bool.
+    """OR of the catalogue's flag columns (``flagged``, ``unsafe``, ``unavailable``) and of
+    ``available`` being False. -> (n,) bool.
 
-    A missing value (None) counts as not flagged.
+    A missing value (None) counts as not flagged (and as available).
     """
     out = np.zeros(n, dtype=bool)
     for name in FLAG_COLUMNS:
         if name in columns:
             out |= np.asarray([bool(v) for v in columns[name]], dtype=bool)
+    if AVAILABLE_COLUMN in columns:
+        out |= np.asarray([v is not None and not v for v in columns[AVAILABLE_COLUMN]],
+                          dtype=bool)
     return out

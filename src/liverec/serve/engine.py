@@ -10,6 +10,11 @@ Events: a timestamp more than ``FUTURE_TOLERANCE_S`` (one day) ahead of the serv
 refused (:class:`EventTimeError`, 422: almost always milliseconds sent as seconds); a missing
 or 0 timestamp means "now" (the server's clock). Histories are ordered by these times.
 
+Re-ranking: every answer goes through the deployment's rules (:mod:`liverec.serve.rerank`,
+a request may override them); flagged and denied items are left out of retrieval itself and
+checked again on the answer, and every catalogue change (a flag included) drops the cached
+answers.
+
 Versions: a run is refused (at start and at reload, the old model keeps serving) when its
 item table, user vectors or scores are not finite, or when item ids the stored histories may
 use (the served catalogue, recorded in the store) are missing from it or describe other items
@@ -42,6 +47,8 @@ from liverec.serve.cache import UserCache
 from liverec.serve.metrics import Metrics
 from liverec.serve.model_handle import ModelHandle
 from liverec.serve.query import QueryScorer
+from liverec.serve.rerank import Plan, RerankView, ServedRerank
+from liverec.serve.rerank_config import DEFAULT_REQUEST, RerankRequest, load_rerank_file
 from liverec.serve.settings import ServeSettings
 from liverec.serve.stores import Event, EventStore
 
@@ -49,7 +56,7 @@ log = logging.getLogger(__name__)
 
 ItemVectorHook = Callable[[dict], "np.ndarray | None"]
 FUTURE_TOLERANCE_S = 86_400.0
-ITEM_FIELDS = ("title", "text", "attributes")
+ITEM_FIELDS = ("title", "text", "attributes", "unsafe", "available")
 
 
 class EventTimeError(LiverecError):
@@ -67,7 +74,7 @@ class Query:
     handle: ModelHandle
     history: np.ndarray  # (T,) item indices
     vector: np.ndarray | None  # (D,) a cached user vector, or None = encode
-    k: int
+    k: int  # rows to retrieve
     exclude: np.ndarray  # row indices never returned
 
 
@@ -88,6 +95,16 @@ def compute_batch(queries: Sequence[Query]) -> list[tuple[np.ndarray, np.ndarray
             keep = ids[r, : queries[i].k] >= 0
             out[i] = (vecs[i], ids[r, : queries[i].k][keep], scores[r, : queries[i].k][keep])
     return out
+
+
+def _retrieve(handle: ModelHandle, vector: np.ndarray, exclude: np.ndarray):
+    """The top-n again for one user (the stage widens its pool with it)."""
+    def more(n: int) -> tuple[np.ndarray, np.ndarray]:
+        ids, scores = handle.retriever.search(vector[None], n, [exclude])  # (1, n)
+        keep = ids[0] >= 0
+        return ids[0][keep], scores[0][keep]
+
+    return more
 
 
 class Engine:
@@ -120,13 +137,24 @@ class Engine:
             weakref.WeakKeyDictionary()
         self.recent_users: deque[str] = deque(maxlen=200)  # of the latest events (dashboard)
         self.shared = None  # a liverec.serve.shared.SharedState when replicas share the store
+        self.rerank_file = load_rerank_file(settings.rerank) if settings.rerank else None
+        self._reranks: weakref.WeakKeyDictionary[ModelHandle, ServedRerank] = \
+            weakref.WeakKeyDictionary()
         self.query_scorer = QueryScorer()  # query= on /v1/recommend (serve/query.py)
         for item in store.items():
             self._apply_item(self.handle, item)
+        self.rerank(self.handle)
 
     @property
     def use_batching(self) -> bool:
         return self.settings.batching and not self.settings.naive
+
+    def rerank(self, handle: ModelHandle) -> ServedRerank:
+        """The deployment's re-ranking over a model version (built on first use)."""
+        served = self._reranks.get(handle)
+        if served is None:
+            served = self._reranks[handle] = ServedRerank(self.rerank_file, handle)
+        return served
 
     async def _topk(self, q: Query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.settings.naive:
@@ -140,11 +168,11 @@ class Engine:
         return (await loop.run_in_executor(self.executor, compute_batch, [q]))[0]
 
     def _exclude(self, handle: ModelHandle, seen: np.ndarray, exclude: Sequence[str],
-                 attribute: str | None) -> np.ndarray:
-        parts = [seen, handle.encode(exclude)[0]]
+                 attribute: str | None, plan: Plan) -> np.ndarray:
+        parts = [seen, handle.encode(exclude)[0], plan.view.hidden(plan.allow, plan.attributes)]
         if attribute is not None:
             parts.append(handle.not_matching(attribute))
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return np.concatenate(parts)
 
     async def cached_answer(self, user_id: str, key: object) -> bytes | None:
         """The cached answer to request ``key`` for the user's current state, or None.
@@ -157,34 +185,62 @@ class Engine:
             self.metrics.cache_hits.inc()
         return body
 
+    async def _ranked(self, handle: ModelHandle, plan: Plan, history: np.ndarray,
+                      vector: np.ndarray | None, k: int, exclude: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(user vector, ids, scores): the plan's candidates, then the stage.
+
+        The stage runs here, on the event loop (about 0.1-0.9 ms of numpy calls): on the
+        inference thread, each call handed the GIL back and forth with the loop, which cost
+        uncached throughput 0.37x of no stage against 0.55-0.6x here (benchmarks/
+        rerank_latency.py, every rule on, A/B on the loaded 2-core machine)."""
+        q = Query(handle, history, vector, plan.candidates(k), exclude)
+        vec, ids, scores = await self._topk(q)
+        if self.settings.naive:  # the reference path: widening recomputes too, off the loop
+            def naive():
+                return plan.view.rank(plan, k, ids, scores, history,
+                                      lambda n: handle.naive_topk(history, n, exclude))
+
+            ids, scores = await asyncio.get_running_loop().run_in_executor(None, naive)
+        else:
+            ids, scores = plan.view.rank(plan, k, ids, scores, history,
+                                         _retrieve(handle, vec, exclude))
+        return vec, ids, scores
+
     async def recommend_user(self, user_id: str, k: int, exclude: Sequence[str] = (),
                              exclude_seen: bool = True, attribute: str | None = None,
-                             key: object = None, explain: bool = False) -> bytes:
+                             key: object = None, explain: bool = False,
+                             rerank: RerankRequest = DEFAULT_REQUEST) -> bytes:
         """The JSON answer for a stored user (popular items for an unknown one).
 
         ``key`` identifies the request in the answer cache (the route passes the raw query
         string, which :mod:`liverec.serve.fastpath` looks up before routing). Answers for
-        users without events are not cached.
+        users without events are not cached. ``rerank``: the request's overrides of the
+        deployment's re-ranking rules.
+
+        Raises:
+            Invalid: overrides the deployment does not allow (HTTP 422).
         """
-        key = key if key is not None else (k, tuple(exclude), exclude_seen, attribute, explain)
+        key = key if key is not None else (k, tuple(exclude), exclude_seen, attribute, explain,
+                                           rerank)
         handle, generation = self.handle, self.cache.generation
         body = await self.cached_answer(user_id, key)
         if body is not None:
             return body
+        plan = self.rerank(handle).current().plan(rerank)
         self.metrics.cache_misses.inc()
         history, version = await self.store.astate(user_id)
         idx = handle.encode([item for item, _ in history])[0]
+        ex = self._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute, plan)
         if not len(idx[idx <= handle.n_model]):
-            ex = self._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute)
-            body = self._popular(handle, user_id, k, ex, version, explain)
+            body = self._popular(handle, user_id, k, ex, version, explain, plan)
         else:
-            ex = self._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute)
             vec = self.cache.vector(user_id, version)
-            vec, ids, scores = await self._topk(Query(handle, idx, vec, k, ex))
+            vec, ids, scores = await self._ranked(handle, plan, idx, vec, k, ex)
             if len(vec):
                 self.cache.put_vector(user_id, version, generation, vec)
-            reasons = await self._reasons(handle, idx, ids) if explain else None
-            body = self._answer(handle, user_id, ids, scores, version, None, reasons)
+            reasons = await self._reasons(handle, plan.view, idx, ids) if explain else None
+            body = self._answer(handle, user_id, ids, scores, version, None, reasons, plan)
         if version:  # an unknown user's answer (popular items) is cheap and not cached: no
             # anonymous request may take cache space from, or evict, the answers of real users
             self.cache.put_answer(user_id, version, generation, key, body)
@@ -192,18 +248,20 @@ class Engine:
 
     async def recommend_history(self, history: Sequence[str], k: int, exclude: Sequence[str],
                                 exclude_seen: bool, attribute: str | None,
-                                ignore_unknown: bool, explain: bool = False) -> bytes:
+                                ignore_unknown: bool, explain: bool = False,
+                                rerank: RerankRequest = DEFAULT_REQUEST) -> bytes:
         """The JSON answer for an anonymous history of item ids (oldest first)."""
         handle = self.handle
+        plan = self.rerank(handle).current().plan(rerank)
         idx, unknown = handle.encode(history)
         if unknown and not ignore_unknown:
             raise UnknownItemError(unknown)
-        ex = self._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute)
+        ex = self._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute, plan)
         if not len(idx[idx <= handle.n_model]):
-            return self._popular(handle, None, k, ex, len(history), explain)
-        _, ids, scores = await self._topk(Query(handle, idx, None, k, ex))
-        reasons = await self._reasons(handle, idx, ids) if explain else None
-        return self._answer(handle, None, ids, scores, len(history), None, reasons)
+            return self._popular(handle, None, k, ex, len(history), explain, plan)
+        _, ids, scores = await self._ranked(handle, plan, idx, None, k, ex)
+        reasons = await self._reasons(handle, plan.view, idx, ids) if explain else None
+        return self._answer(handle, None, ids, scores, len(history), None, reasons, plan)
 
     def explainer(self, handle: ModelHandle) -> Explainer:
         """The model version's explainer (built on first use; reads the live catalogue)."""
@@ -212,25 +270,38 @@ class Engine:
             explainer = self._explainers[handle] = Explainer(handle.rec.model, handle)
         return explainer
 
-    async def _reasons(self, handle: ModelHandle, history: np.ndarray,
+    async def _reasons(self, handle: ModelHandle, view: RerankView, history: np.ndarray,
                        ids: np.ndarray) -> list[str]:
-        """One-line reasons for the answer's items: one batched forward on the model thread."""
+        """One-line reasons for the answer's items: one batched forward on the model thread
+        (hidden history items are not named)."""
         if not len(ids):
             return []
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.explainer(handle).reasons,
-                                          history, ids)
+
+        def run() -> list[str]:
+            return [view.shown_reason(e)
+                    for e in self.explainer(handle).explain_indices(history, ids)]
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
 
     def _popular(self, handle: ModelHandle, user_id: str | None, k: int, exclude: np.ndarray,
-                 n_events: int, explain: bool = False) -> bytes:
-        cand = handle.popular[~np.isin(handle.popular, exclude)][:k]
-        pops = np.array([handle.catalogue[i].get("popularity", 0) for i in cand], dtype=float)
+                 n_events: int, explain: bool, plan: Plan) -> bytes:
+        ranked = handle.popular[~np.isin(handle.popular, exclude)]
+
+        def top(n: int) -> tuple[np.ndarray, np.ndarray]:
+            return ranked[:n], np.array([handle.catalogue[i].get("popularity", 0)
+                                         for i in ranked[:n]], dtype=float)
+
+        cand, pops = plan.view.rank(plan, k, *top(plan.candidates(k)), more=top)
         reasons = [POPULAR_REASON] * len(cand) if explain else None
-        return self._answer(handle, user_id, cand, pops, n_events, "popular", reasons)
+        return self._answer(handle, user_id, cand, pops, n_events, "popular", reasons, plan)
 
     def _answer(self, handle: ModelHandle, user_id: str | None, ids: np.ndarray,
                 scores: np.ndarray, n_events: int, fallback: str | None,
-                reasons: list[str] | None = None) -> bytes:
+                reasons: list[str] | None, plan: Plan) -> bytes:
+        keep = plan.view.visible(ids)  # a flag set while the answer was computed
+        if not keep.all():
+            ids, scores = ids[keep], scores[keep]
+            reasons = None if reasons is None else [r for r, ok in zip(reasons, keep) if ok]
         names = handle.ids
         items = [{"item_id": names[i], "score": round(float(s), 6)}
                  for i, s in zip(ids.tolist(), scores.tolist())]
@@ -239,7 +310,7 @@ class Engine:
                 item.update(title=handle.catalogue[i].get("title", ""), reason=reason)
         return orjson.dumps({"user_id": user_id, "items": items,
                              "model_version": handle.version, "fallback": fallback,
-                             "events_seen": n_events})
+                             "events_seen": n_events, "rerank": plan.info})
 
     def add_events(self, events: Sequence[dict]) -> list[tuple[str, bool]]:
         """Validate, store durably, invalidate: (event_id, stored) per event (False = duplicate).
@@ -302,7 +373,8 @@ class Engine:
                     **{k: known[k] for k in ITEM_FIELDS if k in known}, **item}
         self.store.put_item(item)
         idx, source = self._apply_item(handle, item)
-        self.cache.clear()  # answers may now include (or filter) this item
+        self.rerank(handle).rebuild()  # a new row or attributes: the stage's catalogue
+        self.cache.clear()  # answers may now include (or filter, a flag) this item
         return idx, source, created
 
     def _check_catalogue(self, new: ModelHandle, old: ModelHandle | None,
@@ -389,10 +461,12 @@ class Engine:
         In-flight requests keep their old handle. Blocking (reads the store's items)."""
         for item in self.store.items():
             self._apply_item(new, item)
+        self.rerank(new)  # built before the swap: the first answers do not wait for it
         old, self.handle = self.handle, new
         for item in self.store.items():  # added while the first pass ran (idempotent)
             if item["item_id"] not in new.lookup:
                 self._apply_item(new, item)
+        self.rerank(new).rebuild()
         self.cache.clear()
         self.metrics.reloads.inc()
         log.info("model %s replaced by %s", old.version, new.version)
@@ -400,7 +474,9 @@ class Engine:
 
     def apply_item(self, item: dict) -> None:
         """Apply a catalogue change made elsewhere (another replica) to the served model."""
-        self._apply_item(self.handle, item)
+        handle = self.handle
+        self._apply_item(handle, item)
+        self.rerank(handle).rebuild()
         self.cache.clear()
 
     def close(self) -> None:

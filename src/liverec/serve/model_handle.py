@@ -4,6 +4,12 @@ Items added through the API after training get rows past the model's ``N`` (the 
 extension): they are retrievable and count as seen, but the model has no input embedding for
 them, so they are left out of the sequence fed to the encoder until a retrain.
 
+Flags: an item is *flagged* (never shown; see :mod:`liverec.serve.rerank`) when its row says
+``unsafe: true`` or ``available: false``; rows take them from the run's ``items.parquet``
+(columns ``unsafe``/``flagged``, ``available``/``unavailable``) and from the API
+(``PATCH /v1/items/{id}``). ``flagged_rows`` holds them per row, set before a new row can be
+retrieved.
+
 Before a version serves (at start and at every reload) it is checked: every item row must be
 finite, and so must the user vectors and scores of a few histories (short, long, popular and
 any the caller passes); a run that fails is refused with an :class:`ArtifactError`. The
@@ -91,6 +97,10 @@ class ModelHandle:
         self._lock = threading.Lock()
         self._attr_index: dict[str, np.ndarray] | None = None  # attribute -> rows having it
         self._gen = 0  # catalogue changes (upserts) so far
+        self.flagged_rows = np.zeros(len(self._buf), dtype=bool)  # (capacity,) by row
+        self.flagged_rows[: self.n_rows] = [is_flagged(c) for c in self.catalogue]
+        self.flag_gen = 0  # flag changes so far
+        self.layout_gen = 0  # rows added or attributes changed so far (re-ranking rebuilds)
         self.masks = ByteLRU(mask_bytes)  # attribute -> rows without it (filter exclusions)
 
     def _check_finite(self, extra: Sequence[np.ndarray]) -> None:
@@ -220,25 +230,41 @@ class ModelHandle:
         with self._lock:
             idx = self.lookup.get(item["item_id"])
             if idx is not None:
-                self.catalogue[idx] = {**self.catalogue[idx], **_row(item)}
+                old = self.catalogue[idx]
+                new = self.catalogue[idx] = {**old, **_row(item)}
+                if is_flagged(new) != self.flagged_rows[idx]:
+                    self.flagged_rows[idx] = is_flagged(new)
+                    self.flag_gen += 1
+                if new.get("attributes") != old.get("attributes"):
+                    self.layout_gen += 1
                 self._attr_index, self._gen = None, self._gen + 1
                 self.masks.clear()
                 return idx
             row = np.asarray(vector, dtype=np.float32).reshape(1, -1)  # (1, D)
             if not np.isfinite(row).all():
                 raise ArtifactError(f"item {item['item_id']!r}: its vector is not finite")
-            (idx,) = self.retriever.add(row)
             n = len(self.table)
             if n == len(self._buf):  # full: double the capacity (amortised O(1) per item)
                 grown = np.empty((2 * n, row.shape[1]), dtype=np.float32)
                 grown[:n] = self._buf[:n]
                 self._buf = grown
+                flags = np.zeros(2 * n, dtype=bool)
+                flags[:n] = self.flagged_rows[:n]
+                self.flagged_rows = flags
+            new = {**_row(item), "popularity": 0, "added": True}
+            self.flagged_rows[n] = is_flagged(new)  # before any search can return the row
             self._buf[n] = row[0]
             self.table = self._buf[: n + 1]  # readers holding the old view keep their rows
-            self.catalogue.append({**_row(item), "popularity": 0, "added": True})
+            self.catalogue.append(new)
             self.ids.append(item["item_id"])
+            (idx,) = self.retriever.add(row)
+            if int(idx) != n:
+                raise ArtifactError(f"the retriever put item {item['item_id']!r} at row {idx}, "
+                                    f"the table at {n}")
             self.lookup[item["item_id"]] = int(idx)
             self._attr_index, self._gen = None, self._gen + 1
+            self.flag_gen += 1
+            self.layout_gen += 1
             self.masks.clear()
             return int(idx)
 
@@ -249,10 +275,21 @@ def _digest(row: dict) -> str:
     return hashlib.sha1(json.dumps(what).encode()).hexdigest()[:16]
 
 
+def is_flagged(row: dict) -> bool:
+    """Whether a catalogue row is flagged: ``unsafe`` or not ``available``."""
+    return bool(row.get("unsafe")) or row.get("available") is False
+
+
 def _row(r: dict) -> dict:
+    """A catalogue row from an items.parquet row or an API item: the fields it names only
+    (flag columns ``flagged``/``unavailable`` fold into ``unsafe``/``available``)."""
     out = {k: r[k] for k in ("title", "text") if r.get(k) is not None}
     if r.get("attributes") is not None:
         out["attributes"] = [str(a) for a in r["attributes"]]
     if r.get("count") is not None:
         out["popularity"] = int(r["count"])
+    if r.get("unsafe") is not None or r.get("flagged") is not None:
+        out["unsafe"] = bool(r.get("unsafe")) or bool(r.get("flagged"))
+    if r.get("available") is not None or r.get("unavailable") is not None:
+        out["available"] = r.get("available") is not False and not r.get("unavailable")
     return out

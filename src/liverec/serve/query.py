@@ -6,9 +6,11 @@ row's title, text and attributes, items added through the API included) are enco
 added item's row is encoded when a query first sees it, an updated item's row when its text
 changed. Scoring is exact over every row: the query's cosines, blended with the user vector's
 inner products when the history has items (``liverec.text.query.blend_scores``, the same rule
-as ``Recommender.recommend(query=...)``); excluded rows (seen, ``exclude``, attribute filter)
-are never returned. The work runs on a thread of its own, so a first query that encodes the
-catalogue does not hold up other recommendations.
+as ``Recommender.recommend(query=...)``); excluded rows (seen, ``exclude``, attribute filter,
+and the rows the deployment's rules hide: flagged, denied, ...) score -inf and are never
+returned. The top candidates then go through the same re-ranking stage as every answer
+(``liverec.serve.rerank``). The scoring runs on a thread of its own, so a first query that
+encodes the catalogue does not hold up other recommendations.
 
 Legend: R rows (items, padding row 0 and added items included), E text dimension.
 """
@@ -25,6 +27,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from liverec.serve.rerank_config import DEFAULT_REQUEST, RerankRequest
 from liverec.text import build_encoder, encode_cached, item_text
 from liverec.text.encoder import normalise
 from liverec.text.query import QueryConfig, QueryError, blend_scores, check_query
@@ -77,6 +80,13 @@ class CatalogueText:
         return normalise(np.asarray(self.encoder.encode([query]), dtype=np.float32))[0]
 
 
+def top_rows(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows (m,), scores (m,)) of the k best finite scores, best first, m <= k."""
+    top = scores.topk(min(k, len(scores)))
+    keep = torch.isfinite(top.values)
+    return top.indices[keep].numpy(), top.values[keep].numpy()
+
+
 def _frame(ids: Sequence[str], rows: Sequence[dict]) -> pl.DataFrame:
     return pl.DataFrame({
         "item": list(ids), "title": [r.get("title", "") or "" for r in rows],
@@ -107,16 +117,16 @@ class QueryScorer:
             return found
 
     @torch.no_grad()
-    def topk(self, handle, query: str, history: np.ndarray, exclude: np.ndarray,
-             k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids (m,), scores (m,), cosines (m,)) of the best rows, m <= k (blocking).
+    def scores(self, handle, query: str, history: np.ndarray,
+               exclude: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores (n,), cosines (n,)) of every row for one request (blocking); excluded rows
+        and padding are -inf in both.
 
         Args:
             handle: the model version.
             query: checked query text.
             history: (T,) row indices (added items are skipped by the model).
-            exclude: row indices never returned.
-            k: list length.
+            exclude: row indices never returned (seen, excluded, hidden by the rules).
         """
         texts = self.texts(handle)
         vectors = texts.refresh(handle)  # (R', E)
@@ -131,27 +141,35 @@ class QueryScorer:
             u = handle.user_vectors([history])  # (1, D)
             model = torch.from_numpy(u @ table[:n].T)  # (1, n)
             model[torch.isneginf(cos)] = float("-inf")
-        scores = blend_scores(cos, model, self.config)[0]  # (n,)
-        top = scores.topk(min(k, n))
-        keep = torch.isfinite(top.values)
-        ids = top.indices[keep].numpy()
-        return ids, top.values[keep].numpy(), cos[0, ids].numpy()
+        return blend_scores(cos, model, self.config)[0], cos[0]
+
+    def topk(self, handle, query: str, history: np.ndarray, exclude: np.ndarray,
+             k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids (m,), scores (m,), cosines (m,)) of the best rows, m <= k, no re-ranking
+        (blocking; the reference the tests compare the service with)."""
+        scores, cos = self.scores(handle, query, history, exclude)
+        ids, vals = top_rows(scores, k)
+        return ids, vals, cos[ids].numpy()
 
     async def recommend(self, engine, query: str, history: Sequence[str] | None,
                         user_id: str | None, k: int, exclude: Sequence[str],
                         exclude_seen: bool, attribute: str | None, ignore_unknown: bool,
-                        explain: bool) -> bytes:
+                        explain: bool, rerank: RerankRequest = DEFAULT_REQUEST) -> bytes:
         """The JSON answer (same shape as every /v1/recommend answer) for a query, alone or
-        with an anonymous history or a stored user's history.
+        with an anonymous history or a stored user's history, after the deployment's
+        re-ranking rules (overridden by ``rerank``): hidden rows are excluded from the scores,
+        the stage re-ranks the top candidates, and the answer drops rows flagged meanwhile.
 
         Raises:
             QueryError: an unusable query (422); UnknownItemError: unknown history ids (422);
-            StoreUnavailable: the store cannot give the user's history (503).
+            Invalid: overrides the deployment does not allow (422); StoreUnavailable: the store
+            cannot give the user's history (503).
         """
         from liverec.model.recommender import UnknownItemError
 
         query = check_query(query)
         handle = engine.handle
+        plan = engine.rerank(handle).current().plan(rerank)
         if user_id is not None:
             stored, _ = await engine.store.astate(user_id)
             idx = handle.encode([item for item, _ in stored])[0]
@@ -161,16 +179,18 @@ class QueryScorer:
             if unknown and not ignore_unknown:
                 raise UnknownItemError(unknown)
             n_events = len(history or ())
-        ex = engine._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute)
+        ex = engine._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute, plan)
         loop = asyncio.get_running_loop()
-        ids, scores, cos = await loop.run_in_executor(self.executor, self.topk, handle, query,
-                                                      idx, ex, k)
+        scores, cos = await loop.run_in_executor(self.executor, self.scores, handle, query,
+                                                 idx, ex)
+        ids, vals = plan.view.rank(plan, k, *top_rows(scores, plan.candidates(k)), idx,
+                                   lambda m: top_rows(scores, m))
         reasons = None
         if explain:
             blended = len(idx[idx <= handle.n_model]) > 0
-            reasons = await engine._reasons(handle, idx, ids) if blended else \
-                [QUERY_REASON.format(c) for c in cos.tolist()]
-        return engine._answer(handle, user_id, ids, scores, n_events, None, reasons)
+            reasons = await engine._reasons(handle, plan.view, idx, ids) if blended else \
+                [QUERY_REASON.format(c) for c in cos[ids].tolist()]
+        return engine._answer(handle, user_id, ids, vals, n_events, None, reasons, plan)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False)

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
+from liverec.serve.rerank_config import RuleName, SwitchableRule
+
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 # JSON Schema's integer: 3 and 3.0, never "3" or true (request bodies are strict)
 JsonInt = Annotated[int, BeforeValidator(
@@ -33,6 +35,23 @@ class RecommendedItem(ScoredItem):
     reason: str | None = Field(None, description="with explain=true: why, in one line")
 
 
+class RerankApplied(BaseModel):
+    """The re-ranking rules that made this answer (the deployment's: ``GET /v1/rerank``)."""
+
+    applied: list[RuleName] = Field(description="rules in effect, in the stage's order "
+                                                "(flags always)")
+    switched_off: list[RuleName] = Field(description="the deployment's rules this request "
+                                                     "switched off")
+    candidates: int = Field(ge=0, description="top-scored items the stage re-ranked (0: no "
+                                              "stage; flags and the deny list apply at "
+                                              "retrieval)")
+    mmr_lambda: float | None = None
+    calibration_lambda: float | None = None
+    exposure_penalty: float | None = None
+    max_head_share: float | None = None
+    max_per_category: int | None = None
+
+
 class RecommendOut(BaseModel):
     """Top-k items; ``fallback`` is "popular" when the user has no usable history."""
 
@@ -42,9 +61,34 @@ class RecommendOut(BaseModel):
     fallback: Literal["popular"] | None = None
     events_seen: int = Field(description="events of the user (or history length) the answer "
                                          "was computed from")
+    rerank: RerankApplied | None = None
 
 
-class HistoryRecommendIn(_In):
+_Weight = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+# the bounds first: after JsonInt's validator pydantic would publish them as ge/le, not
+# minimum/maximum, inside the nullable union
+PerCategory = Annotated[int, Field(ge=1, le=10_000), JsonInt.__metadata__[0]]
+
+
+class RerankIn(_In):
+    """A request's overrides of the deployment's re-ranking rules (the same names as query
+    parameters of ``GET /v1/recommend``). Flagged and denied items are never shown."""
+
+    rerank: bool = Field(True, description="false: switch off every rule a request may "
+                                           "(all but flags, deny and the locked ones)")
+    rules_off: list[SwitchableRule] = Field(default_factory=list, max_length=16,
+                                            description="rules to switch off")
+    mmr_lambda: _Weight | None = Field(None, description="diversity weight; switches MMR on "
+                                                         "(0: off)")
+    calibration_lambda: _Weight | None = Field(None, description="calibration weight (0: off)")
+    exposure_penalty: _Weight | None = Field(None, description="log-popularity penalty")
+    max_head_share: _Weight | None = Field(None, description="at most this share of a list "
+                                                             "from the head items")
+    max_per_category: PerCategory | None = Field(None, description="at most this many items "
+                                                                   "per category")
+
+
+class HistoryRecommendIn(RerankIn):
     """An anonymous session: item ids, oldest first."""
 
     history: list[Id] = Field(default_factory=list, description="item ids, oldest first")
@@ -101,6 +145,10 @@ class ItemIn(_In):
     text: Annotated[str, StringConstraints(max_length=20_000)] = ""
     attributes: list[Annotated[str, StringConstraints(max_length=256)]] = Field(
         default_factory=list, max_length=100)
+    unsafe: bool | None = Field(None, description="true: never shown (absent: false for a "
+                                                  "new item, unchanged for a known one)")
+    available: bool | None = Field(None, description="false: never shown (absent: true for "
+                                                     "a new item, unchanged for a known one)")
 
 
 class ItemPatch(_In):
@@ -110,6 +158,8 @@ class ItemPatch(_In):
     text: Annotated[str, StringConstraints(max_length=20_000)] | None = None
     attributes: list[Annotated[str, StringConstraints(max_length=256)]] | None = Field(
         None, max_length=100)
+    unsafe: bool | None = Field(None, description="true: never shown")
+    available: bool | None = Field(None, description="false: never shown")
 
 
 class ItemOut(BaseModel):
@@ -119,6 +169,10 @@ class ItemOut(BaseModel):
     attributes: list[str] = []
     popularity: int = 0
     source: Literal["model", "added"]
+    unsafe: bool = False
+    available: bool = True
+    hidden: bool = Field(False, description="no answer shows it (flagged unsafe or "
+                                            "unavailable, or on the deployment's deny list)")
 
 
 class ItemAddOut(BaseModel):
@@ -274,6 +328,24 @@ class StatsOut(BaseModel):
     recent_users: list[str]
 
 
+class RuleOut(BaseModel):
+    name: RuleName
+    on: bool = Field(description="set by the deployment")
+    locked: bool = Field(description="a request cannot switch it off")
+    detail: str = Field(description="its settings, in words (lists as counts)")
+
+
+class RerankRulesOut(BaseModel):
+    """The deployment's re-ranking rules (requests override them on /v1/recommend)."""
+
+    rules: list[RuleOut]
+    candidates: int = Field(description="top-scored items the stage re-ranks to k")
+    max_candidates: int = Field(description="a list the rules leave short re-ranks a wider "
+                                            "pool, up to this many")
+    hidden_items: int = Field(description="items no request can show now (flagged, denied, "
+                                          "locked rules)")
+
+
 class ModelCardOut(BaseModel):
     """What the dashboard shows about the served run."""
 
@@ -284,3 +356,19 @@ class ModelCardOut(BaseModel):
     metrics: dict[str, Any] | None
     variants: dict[str, dict[str, Any]] | None
     training_curve: str | None
+
+
+class EdgeItem(BaseModel):
+    index: int = Field(description="the item's row (past the model's items)")
+    item_id: str
+    title: str
+    vector: list[float] = Field(description="the item's vector in the model's scoring space")
+
+
+class EdgeItemsOut(BaseModel):
+    """Items added after training, for a browser that holds this model version's bundle."""
+
+    model_version: str
+    n_model: int = Field(description="the model's own items (rows 1..n_model)")
+    n_rows: int = Field(description="rows now, padding row 0 included")
+    items: list[EdgeItem]

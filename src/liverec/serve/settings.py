@@ -63,11 +63,21 @@ class ServeSettings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="CORS off when empty")
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads of the model "
                                       "(process-wide; None = leave torch as it is)")
+    rerank: Path | None = Field(None, description="the deployment's re-ranking rules, a JSON "
+                                "or TOML file (liverec.serve.rerank_config); checked at start")
 
     @model_validator(mode="after")
     def _check_key_file(self) -> ServeSettings:
         if self.api_key_file is not None and not Path(self.api_key_file).is_file():
             raise ValueError(f"api_key_file {self.api_key_file}: no such file")
+        if self.rerank is not None:
+            from liverec.errors import ConfigError
+            from liverec.serve.rerank_config import load_rerank_file
+
+            try:
+                load_rerank_file(self.rerank)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     def keys_enabled(self) -> bool:

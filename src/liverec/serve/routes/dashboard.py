@@ -1,4 +1,6 @@
-"""The dashboard: static page at /ui, live figures (GET /v1/stats), model card (GET /v1/model)."""
+"""The dashboard: static page at /ui, live figures (GET /v1/stats), model card (GET /v1/model),
+the re-ranking rules in effect (GET /v1/rerank); the web bundle for its "on this device" mode
+(routes/edge.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from liverec.serve.deps import EngineDep
-from liverec.serve.schemas import ModelCardOut, StatsOut, problem_responses
+from liverec.serve.routes import edge
+from liverec.serve.schemas import ModelCardOut, RerankRulesOut, StatsOut, problem_responses
 from liverec.serve.stats import StatsWindow
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,8 @@ def add_dashboard(app: FastAPI) -> None:
     """Mount the page at /ui and add the routes it reads."""
     app.state.stats = StatsWindow(app.state.metrics.registry)
     app.include_router(router)
+    app.include_router(edge.router)
+    app.include_router(edge.files)  # /edge/...: the served run's web bundle
     app.mount("/ui", StaticFiles(directory=WEB, html=True), name="ui")
 
 
@@ -83,6 +88,15 @@ def model_card(run_dir: Path) -> dict:
                            "baselines": metrics.get("baselines") or {},
                            "training": metrics.get("training")}
     return card
+
+
+@router.get("/rerank", response_model=RerankRulesOut)
+async def rerank_rules(engine: EngineDep) -> dict:
+    """The deployment's re-ranking rules: which are on, which a request may switch off
+    (``rules_off`` on /v1/recommend), their settings in words, and how many items are hidden
+    (flagged or denied) now."""
+    view = await run_in_threadpool(engine.rerank(engine.handle).current)
+    return await run_in_threadpool(view.describe)
 
 
 @router.get("/model", response_model=ModelCardOut)

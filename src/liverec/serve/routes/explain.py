@@ -26,12 +26,18 @@ async def explain(engine: EngineDep, user_id: Id, item_id: Id,
                                                    "secondary view)")] = False) -> ExplainOut:
     """Which history items drove the item's score (leave-one-out deletion, one batched forward
     pass), the attributes and similar items it shares with the history, and a one-line reason.
-    422 when the user's history has no item the model knows.
+    422 when the user's history has no item the model knows, or when the item is hidden
+    (flagged unsafe or unavailable, or denied): it is never recommended. Hidden history items
+    are left out of what the explanation lists and names (their effect stays in the score).
     """
     handle = engine.handle
     item = handle.lookup.get(item_id)
     if item is None:
         raise HTTPException(404, f"unknown item id {item_id!r}")
+    view = engine.rerank(handle).current()
+    if view.never_shown(np.array([item]))[0]:
+        raise Invalid(("query", "item_id"), f"item {item_id!r} is hidden (flagged or denied): "
+                      "it is never recommended, so there is nothing to explain", "hidden_item")
     history, version = await run_in_threadpool(engine.store.state, user_id)
     if not version:
         raise HTTPException(404, f"unknown user {user_id!r}: no events stored")
@@ -43,4 +49,4 @@ async def explain(engine: EngineDep, user_id: Id, item_id: Id,
     except ExplainError as exc:
         raise Invalid(("query", "user_id"), str(exc), "no_known_item") from None
     return ExplainOut(user_id=user_id, model_version=handle.version, events_seen=version,
-                      **e.to_dict())
+                      **view.shown_explanation(e))

@@ -4,12 +4,18 @@ Any item id accepted on write can be read back: in the path (``/v1/items/{item_i
 spaces and non-ASCII included, percent-encoded or not) or, unambiguous for ids that end in
 ``/similar``, as a query parameter (``GET /v1/items?item_id=...``,
 ``GET /v1/similar?item_id=...``).
+
+Flags: ``unsafe: true`` or ``available: false`` (POST or PATCH) hide an item from every answer
+at once (recommendations, cached ones included, similar items, explanations); the item's own
+details stay readable here, with ``hidden``. Similar items also follow the deployment's deny
+and allow lists and attribute filters.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.concurrency import run_in_threadpool
 
@@ -73,20 +79,34 @@ def _index(engine, item_id: str) -> int:
 
 
 def _item(engine, item_id: str) -> ItemOut:
-    c = engine.handle.catalogue[_index(engine, item_id)]
+    idx = _index(engine, item_id)
+    c = engine.handle.catalogue[idx]
+    hidden = not engine.rerank(engine.handle).current().visible(np.array([idx]))[0]
     return ItemOut(item_id=item_id, title=c.get("title", ""), text=c.get("text", ""),
                    attributes=c.get("attributes", []), popularity=c.get("popularity", 0),
-                   source="added" if c.get("added") else "model")
+                   source="added" if c.get("added") else "model",
+                   unsafe=bool(c.get("unsafe")), available=c.get("available") is not False,
+                   hidden=bool(hidden))
+
+
+def _similar_rows(h, view, idx: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    q = h.table[idx : idx + 1]  # (1, D)
+    ex = np.concatenate([[idx], view.default_hidden()])  # the deployment's hard rules
+    ids, scores = h.retriever.search(q, k, [ex])
+    ids, scores = ids[0], scores[0]
+    keep = ids >= 0
+    keep[keep] = view.visible(ids[keep])  # flags read again: one set meanwhile
+    return ids[keep], scores[keep]
 
 
 async def _similar(engine, item_id: str, k: int) -> SimilarOut:
     check_cap("k", k, engine.settings.max_k, ("query", "k"))
     h = engine.handle
     idx = _index(engine, item_id)
-    q = h.table[idx : idx + 1]  # (1, D)
-    ids, scores = await run_in_threadpool(h.retriever.search, q, k, [[idx]])
+    view = engine.rerank(h).current()
+    ids, scores = await run_in_threadpool(_similar_rows, h, view, idx, k)
     items = [ScoredItem(item_id=h.ids[i], score=float(s))
-             for i, s in zip(ids[0].tolist(), scores[0].tolist()) if i >= 0]
+             for i, s in zip(ids.tolist(), scores.tolist())]
     return SimilarOut(item_id=item_id, items=items, model_version=h.version)
 
 

@@ -8,6 +8,11 @@ const $ = (id) => document.getElementById(id);
 const titles = new Map(); // item id -> title ("" when the catalogue has none)
 let user = null;
 let loading = 0; // increases per load; a late answer for an older load is dropped
+let rules = []; // the deployment's rules (GET /v1/rerank)
+const chosen = new Map(); // rule name -> on/off as ticked on this page
+// a rule the deployment does not set, switched on here, with this request value
+const TRY = { category_caps: ["max_per_category", 2], mmr: ["mmr_lambda", 0.3],
+  calibration: ["calibration_lambda", 0.3], exposure: ["max_head_share", 0.5] };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -85,9 +90,55 @@ async function openUser(id) {
   await refresh();
 }
 
+// ---- re-ranking rules ------------------------------------------------------------------------
+
+function ruleParams(q) {
+  for (const r of rules) {
+    const on = chosen.has(r.name) ? chosen.get(r.name) : r.on;
+    if (r.on && !on) q.append("rules_off", r.name);
+    else if (!r.on && on && TRY[r.name]) q.set(...TRY[r.name]);
+  }
+  return q;
+}
+
+async function loadRules() {
+  let d;
+  try { d = await api("/v1/rerank"); } catch (e) { return; }
+  rules = d.rules;
+  $("rules").replaceChildren(...rules.map((r) => {
+    const on = chosen.has(r.name) ? chosen.get(r.name) : r.on;
+    const fixed = r.locked || (!r.on && !TRY[r.name]);
+    const box = el("input", { type: "checkbox", checked: on, disabled: fixed,
+      onchange: (ev) => { chosen.set(r.name, ev.target.checked); if (user) refresh(); } });
+    box.setAttribute("data-rule", r.name);
+    const tried = TRY[r.name] ? TRY[r.name].join(" ") : "";
+    const detail = r.on ? r.detail : (tried ? (on ? `on here: ${tried}` : `off (tick: ${tried})`)
+      : "not set");
+    return el("li", { class: r.locked ? "locked" : "" }, el("label", {}, box,
+      el("span", {}, r.name.replace("_", " ")),
+      el("span", { class: "detail" }, r.locked ? `${detail} · always` : detail)));
+  }));
+  $("rules-hidden").textContent = `${d.hidden_items} items hidden (flagged or denied); ` +
+    `the stage re-ranks the top ${d.candidates}.`;
+}
+
+function renderApplied(info) {
+  const node = $("rules-applied");
+  node.setAttribute("data-applied", info ? info.applied.join(",") : "");
+  if (!info) { node.textContent = ""; return; }
+  const values = [["mmr_lambda", "MMR λ"], ["calibration_lambda", "calibration λ"],
+    ["exposure_penalty", "popularity penalty"], ["max_head_share", "head share ≤"],
+    ["max_per_category", "per category ≤"]]
+    .filter(([k]) => info[k] !== null && info[k] !== undefined)
+    .map(([k, label]) => `${label} ${info[k]}`);
+  node.textContent = `Rules applied: ${info.applied.join(", ")}` +
+    (values.length ? ` (${values.join(", ")})` : "") +
+    (info.switched_off.length ? `; switched off: ${info.switched_off.join(", ")}` : "");
+}
+
 async function refresh(fresh = null) {
   const mine = ++loading;
-  const q = new URLSearchParams({ user_id: user, k: K, explain: "true" });
+  const q = ruleParams(new URLSearchParams({ user_id: user, k: K, explain: "true" }));
   try {
     const [history, recs] = await Promise.all([
       api(`/v1/users/${encodeURIComponent(user)}`).catch((e) => {
@@ -102,6 +153,8 @@ async function refresh(fresh = null) {
     recs.items.forEach((i) => titles.set(i.item_id, i.title || titles.get(i.item_id) || ""));
     renderHistory(history, fresh);
     renderRecs(recs);
+    renderApplied(recs.rerank);
+    loadRules();
   } catch (e) {
     if (mine === loading) say(`Could not load ${user}: ${e.message}`);
   }
@@ -247,6 +300,7 @@ $("new-user").addEventListener("click", () => {
   openUser(`visitor-${Math.random().toString(36).slice(2, 8)}`);
 });
 showRecent();
+loadRules();
 loadModel();
 pollStats();
 setInterval(pollStats, POLL_MS);
