@@ -147,3 +147,17 @@ def test_items_added_to_a_text_model_are_found_by_query(tiny_run_config, text_ca
     assert rec.recommend(query="zebra lamp", k=1)[0][0] == "NEW"
     assert rec.recommend(["3", "4"], k=1, query="zebra lamp",
                          query_config=QueryConfig(weight=1.0))[0][0] == "NEW"
+
+
+def test_query_answers_go_through_a_reranker(rec):
+    from liverec.rerank import GreedyReranker, HardRules, RerankConfig, catalogue_for
+
+    flagged = Recommender(rec.model, rec.vocab, rec.items.with_columns(
+        pl.Series("unsafe", [i == "17" for i in rec.items["item"]])), rec.meta)
+    flagged._text_index = rec.text_index()
+    rr = GreedyReranker(catalogue_for(flagged), RerankConfig(rules=HardRules(deny={"42"})))
+    for history in (None, ["40", "41"]):
+        got = [i for i, _ in flagged.recommend(history, k=50, query="product 17 42",
+                                               rerank=rr)]
+        assert got and "17" not in got and "42" not in got
+    assert flagged.recommend(query=_title(rec, "17"), k=1)[0][0] == "17"  # no stage: shown
