@@ -16,9 +16,12 @@ benchmarks/results/rerank_tradeoff_<data>.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +49,27 @@ ROOT = Path(__file__).parent.parent
 log = logging.getLogger("rerank_tradeoff")
 
 
-def settings() -> dict[str, RerankConfig]:
-    """The sweep: one family per objective, lambda (or cap) from mild to strong."""
-    out = {"none": RerankConfig()}
+@dataclass(frozen=True)
+class Setting:
+    """One point of the sweep: the stage's config, the catalogue it reads (``model``: the
+    model's item vectors and training popularity; ``exposure``: popularity = how often the
+    model lists each item without re-ranking; ``centred``: the item vectors minus their mean)
+    and the relevance transform (None = the scores; ``T``: ``exp((s - max s) / T)`` per user,
+    which keeps the order and concentrates relevance on the head of the list)."""
+
+    config: RerankConfig
+    catalogue: str = "model"
+    sharpen: float | None = None
+    budget: int | None = None
+    pool: int | None = None  # re-rank only the model's top ``pool`` candidates
+
+
+def settings() -> dict[str, RerankConfig | Setting]:
+    """The sweep: one family per objective, lambda (or cap) from mild to strong. The first
+    block is the original sweep; the second (issue 17, step 6) tries to reach the target with
+    a sharper relevance for MMR, a centred similarity, and a penalty on the model's own
+    exposure."""
+    out: dict[str, RerankConfig | Setting] = {"none": RerankConfig()}
     for lam in (0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.7):
         out[f"mmr {lam}"] = RerankConfig(mmr=MMRConfig(lam))
     for lam in (0.1, 0.3, 0.5, 0.7, 0.9):
@@ -60,7 +81,51 @@ def settings() -> dict[str, RerankConfig]:
     out["all: cap 4/cat, mmr 0.2, cal 0.2, pop 0.2"] = RerankConfig(
         rules=HardRules(max_per_category=4), mmr=MMRConfig(0.2),
         calibration=CalibrationConfig(0.2), exposure=ExposureConfig(0.1, 1.0, 0.2))
+    for temp in (1.0, 0.5, 0.25):
+        for lam in (0.3, 0.5, 0.7, 0.8, 0.9):
+            out[f"mmr-sharp T={temp} {lam}"] = Setting(RerankConfig(mmr=MMRConfig(lam)),
+                                                      sharpen=temp)
+    for lam in (0.3, 0.45, 0.5):
+        out[f"mmr-centred {lam}"] = Setting(RerankConfig(mmr=MMRConfig(lam)), "centred")
+    for lam in (0.3, 0.5, 0.7, 0.9):
+        out[f"exposure penalty {lam}"] = Setting(
+            RerankConfig(exposure=ExposureConfig(penalty=lam)), "exposure")
+    for lam in (0.3, 0.5, 0.7):
+        out[f"exposure-sharp T=0.5 {lam}"] = Setting(
+            RerankConfig(exposure=ExposureConfig(penalty=lam)), "exposure", sharpen=0.5)
+    for share in (0.5, 0.25):
+        out[f"exposure cap top10% <= {share}"] = Setting(
+            RerankConfig(exposure=ExposureConfig(0.1, share)), "exposure")
+    for budget in (800, 400, 200, 100, 50):
+        out[f"exposure budget {budget}"] = Setting(RerankConfig(), budget=budget)
+    for budget in (400, 200, 100):
+        out[f"exposure budget + mmr 0.3, budget {budget}"] = Setting(
+            RerankConfig(mmr=MMRConfig(0.3)), budget=budget)
+    # round 2: spend the accuracy a popularity or exposure penalty gains on MMR; MMR over a
+    # smaller pool; the exposure penalty's cliff between 0.3 and 0.5
+    for m, q in ((0.3, 0.3), (0.4, 0.3), (0.45, 0.3), (0.5, 0.3), (0.4, 0.4), (0.5, 0.4)):
+        out[f"mmr {m} + popularity penalty {q}"] = RerankConfig(
+            mmr=MMRConfig(m), exposure=ExposureConfig(penalty=q))
+    for m, q in ((0.3, 0.2), (0.4, 0.2), (0.5, 0.2)):
+        out[f"mmr {m} + exposure penalty {q}"] = Setting(
+            RerankConfig(mmr=MMRConfig(m), exposure=ExposureConfig(penalty=q)), "exposure")
+    for pool in (50, 100):
+        for lam in (0.5, 0.6, 0.7):
+            out[f"mmr top-{pool} pool {lam}"] = Setting(RerankConfig(mmr=MMRConfig(lam)),
+                                                       pool=pool)
+    for q in (0.35, 0.4, 0.45):
+        out[f"exposure penalty {q}"] = Setting(
+            RerankConfig(exposure=ExposureConfig(penalty=q)), "exposure")
     return out
+
+
+def sharpen(vals: np.ndarray, temp: float | None) -> np.ndarray:
+    """``exp((s - max s) / T)`` per row (order kept, -inf stays -inf). (C, n) -> (C, n)."""
+    if temp is None:
+        return vals
+    top = np.max(np.where(np.isfinite(vals), vals, -np.inf), axis=1, keepdims=True)
+    out = np.exp((vals - np.where(np.isfinite(top), top, 0.0)) / temp)
+    return np.where(np.isfinite(vals), out, -np.inf)
 
 
 def get_run(args) -> Path:
@@ -91,15 +156,27 @@ def candidates(rec, histories, n_cand: int) -> tuple[np.ndarray, np.ndarray]:
     return cands, vals
 
 
-def run_setting(rr, cfg, cands, vals, histories, k) -> tuple[np.ndarray, np.ndarray]:
+def run_setting(rr, cfg, cands, vals, histories, k, budget: int | None = None,
+                order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Re-rank every case. -> (C, k) lists (0 = empty slot), (C, 2) seconds per request: wall
     clock and this thread's CPU time (the shared machine preempts the process, which inflates
-    the wall-clock tail but not the CPU time)."""
+    the wall-clock tail but not the CPU time).
+
+    ``budget``: a cross-user exposure budget (FairRec-style cap, Patro et al. WWW 2020): users
+    are served in ``order`` and an item already listed ``budget`` times is no longer a
+    candidate (a shared counter a service keeps per item); the masking is timed with the
+    stage."""
     tops = np.zeros((len(cands), k), dtype=np.int64)
     secs = np.zeros((len(cands), 2))
-    for c in range(len(cands)):
+    shown = np.zeros(rr.catalogue.n_items + 1, dtype=np.int64)
+    for c in (range(len(cands)) if order is None else order):
         t, cpu = time.perf_counter_ns(), time.thread_time_ns()
-        items, _ = rr.rerank(cands[c], vals[c], k, history=histories[c], config=cfg)
+        row = vals[c]
+        if budget is not None:
+            row = np.where(shown[cands[c]] >= budget, -np.inf, row)
+        items, _ = rr.rerank(cands[c], row, k, history=histories[c], config=cfg)
+        if budget is not None:
+            shown[items] += 1
         secs[c] = (time.perf_counter_ns() - t) * 1e-9, (time.thread_time_ns() - cpu) * 1e-9
         tops[c, : len(items)] = items
     return tops, secs
@@ -141,17 +218,36 @@ def main() -> int:
     attrs = [[]] + [a or [] for a in rec.items.sort("index")["attributes"].to_list()]
     cats = categories_from_attributes(attrs)
     catalogue = catalogue_for(rec, popularity=pop, categories=cats)
-    rr = GreedyReranker(catalogue)
     t0 = time.perf_counter()
     cands, vals = candidates(rec, histories, args.candidates)
+    shown = np.bincount(cands[:, : args.k][cands[:, : args.k] > 0].ravel(),
+                        minlength=catalogue.n_items + 1).astype(np.float64)
+    centred = catalogue.vectors - catalogue.vectors[1:].mean(0)
+    centred[0] = 0.0
+    order = np.random.default_rng(0).permutation(len(targets))  # serving order (budgets)
+    rerankers = {"model": GreedyReranker(catalogue),
+                 "exposure": GreedyReranker(dataclasses.replace(catalogue, popularity=shown)),
+                 "centred": GreedyReranker(dataclasses.replace(catalogue, vectors=centred))}
     protocol = rank_targets(lambda h: rec.model.score(torch.from_numpy(
         pad_left(h, rec.max_len))).float(), histories, targets, top_k=args.k)
     log.info("scored %d cases in %.1f s", len(targets), time.perf_counter() - t0)
     rows = {}
-    for name, cfg in settings().items():
+    for name, setting in settings().items():
+        if not isinstance(setting, Setting):
+            setting = Setting(setting)
+        cfg = setting.config
         t0 = time.perf_counter()
-        tops, secs = run_setting(rr, cfg, cands, vals, histories, args.k)
+        pool = setting.pool or cands.shape[1]
+        tops, secs = run_setting(rerankers[setting.catalogue], cfg, cands[:, :pool],
+                                 sharpen(vals[:, :pool], setting.sharpen), histories, args.k,
+                                 setting.budget, order)
         row = accuracy(tops, targets, args.k)
+        if setting.budget is not None:  # served first vs served last: what the budget costs
+            quarter = len(order) // 4
+            row["ndcg_first_quarter"] = accuracy(tops[order[:quarter]], targets[order[:quarter]],
+                                                 args.k)[f"ndcg@{args.k}"]
+            row["ndcg_last_quarter"] = accuracy(tops[order[-quarter:]],
+                                                targets[order[-quarter:]], args.k)[f"ndcg@{args.k}"]
         row.update(beyond_metrics(tops, n_items=catalogue.n_items, vectors=catalogue.vectors,
                                   popularity=pop, n_users=len(prepared.train_sequences()),
                                   histories=histories, categories=cats))
@@ -160,6 +256,8 @@ def main() -> int:
         row["cpu_ms_p50"] = float(np.percentile(secs[:, 1], 50) * 1e3)
         row["cpu_ms_p99"] = float(np.percentile(secs[:, 1], 99) * 1e3)
         row["config"] = cfg.describe()
+        row["catalogue"], row["sharpen"] = setting.catalogue, setting.sharpen
+        row["budget"], row["pool"] = setting.budget, pool
         rows[name] = row
         log.info("%s: ndcg@20 %.4f div %.3f gini %.3f cal %.3f p99 %.3f ms (%.0f s)", name,
                  row[f"ndcg@{args.k}"], row["diversity"], row["exposure_gini"],
@@ -178,7 +276,18 @@ def main() -> int:
                       "attribute ids are anonymised categories and brands)",
         "diversity_vectors": "the model's output item embeddings (the vectors MMR uses)",
         "popularity": "training interaction counts; head = the 10% most popular items; "
-                      "the popularity penalty uses log(1 + count) / log(1 + max count)",
+                      "the popularity penalty uses log(1 + count) / log(1 + max count); the "
+                      "'exposure' settings use, instead of training counts, how often the model "
+                      "lists each item in the users' top-k without re-ranking (the two-pass "
+                      "exposure a service can count from its own answers)",
+        "sharpen": "'-sharp T=t' settings pass exp((s - max s) / t) instead of the raw scores "
+                   "(same order; the stage's min-max relevance then favours the list's head); "
+                   "'mmr-centred' measures MMR's similarity on the item vectors minus their "
+                   "mean; diversity is always measured on the model's own item vectors",
+        "budget": "'exposure budget B': users served one by one in a seeded random order, an "
+                  "item listed B times (over all users so far) is no longer a candidate "
+                  "(FairRec-style cap, Patro et al. WWW 2020); ndcg_first/last_quarter compare "
+                  "the first and last quarter of users served",
         "settings": rows,
         "verdict": verdict(rows, args.k),
     }
@@ -209,24 +318,34 @@ def plot(rows: dict, k: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    families = {"mmr": "tab:blue", "calibration": "tab:green", "popularity": "tab:orange",
-                "head": "tab:purple", "none": "black", "all": "tab:red"}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    colours = {"mmr": "tab:blue", "calibration": "tab:green", "popularity": "tab:orange",
+               "head": "tab:purple", "none": "black", "all:": "tab:red",
+               "mmr-sharp": "tab:cyan", "mmr-centred": "tab:olive", "exposure": "tab:brown",
+               "exposure-sharp": "tab:pink"}  # "exposure budget ..." shares "exposure"
+    groups: dict[str, list[str]] = {}
+    for n in rows:  # a family per name without its numbers; a line when only the last differs
+        groups.setdefault(re.sub(r"\d+(\.\d+)?", "#", n), []).append(n)
+    markers = "os^vD<>p*h"
     for ax, metric, label in ((axes[0], "diversity", "intra-list diversity (cosine distance)"),
                               (axes[1], "exposure_gini", "exposure Gini (lower = fairer)")):
-        for fam, colour in families.items():
-            names = [n for n in rows if n.split()[0].rstrip(":") == fam]
+        for g, (fam, names) in enumerate(groups.items()):
+            line = len(names) > 1 and len({n.rpartition(" ")[0] for n in names}) == 1
+            if line:  # along the swept value
+                names = sorted(names, key=lambda n: float(n.rpartition(" ")[2]))
             xs = [rows[n][metric] for n in names]
             ys = [rows[n][f"ndcg@{k}"] for n in names]
-            ax.plot(xs, ys, "o-" if len(names) > 1 else "s", color=colour, label=fam)
+            colour = colours.get(fam.split()[0], "grey")
+            ax.plot(xs, ys, markers[g % len(markers)] + ("-" if line else ""),
+                    color=colour, label=fam[:32], ms=4)
             for n, x, y in zip(names, xs, ys):
-                ax.annotate(n.split()[-1] if " " in n and fam != "all" else "",
-                            (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(n.rpartition(" ")[2] if len(names) > 1 else "",
+                            (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.axhline(0.95 * rows["none"][f"ndcg@{k}"], ls="--", color="grey", lw=0.8,
                    label="95% of no re-ranking")
         ax.set_xlabel(label)
         ax.set_ylabel(f"NDCG@{k}")
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=6, loc="lower left", ncol=2)
     fig.suptitle(f"Re-ranking top-200 to {k}: accuracy vs diversity / exposure (Beauty test)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -246,7 +365,7 @@ def render(p: dict) -> str:
         f"item's position in the final list.\n",
         f"Training: {p.get('training', 'see the run directory')}\n",
         f"Categories: {p['categories']}. Diversity vectors: {p['diversity_vectors']}. "
-        f"Popularity: {p['popularity']}.\n",
+        f"Popularity: {p['popularity']}. Score transforms: {p.get('sharpen', 'none')}.\n",
         f"| setting | NDCG@{k} | HR@{k} | kept | diversity | Gini | coverage | novelty | ARP | "
         "cal. error | p50 ms | p99 ms | CPU p99 ms | meets |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -268,8 +387,14 @@ def render(p: dict) -> str:
     else:
         best = max(v, key=lambda n: max(v[n]["gini_cut"], v[n]["diversity_gain"])
                    if v[n]["ndcg_kept"] >= 0.95 else -1)
-        lines.append(f"Not met by any setting. Closest at >= 95% NDCG: `{best}` (Gini "
+        lines.append(f"Not met by any of the {len(v) - 1} settings tried (every one is a row "
+                     f"above). Closest at >= 95% NDCG: `{best}` (Gini "
                      f"{-v[best]['gini_cut']:+.1%}, diversity {v[best]['diversity_gain']:+.1%}).")
+        fine = [n for n in v if v[n]["ndcg_kept"] >= 0.95]
+        for key, what in (("diversity_gain", "diversity gain"), ("gini_cut", "Gini cut")):
+            n = max(fine, key=lambda x: v[x][key])
+            lines.append(f"Largest {what} at >= 95% NDCG: `{n}` ({v[n][key]:+.1%}, NDCG kept "
+                         f"{v[n]['ndcg_kept']:.1%}).")
     lines += ["", "Other effects at >= 95% of NDCG@20 (best setting per metric):", ""]
     for metric, better, what in (("calibration_error", -1, "calibration error"),
                                  ("coverage", 1, "catalogue coverage"),
@@ -280,14 +405,25 @@ def render(p: dict) -> str:
             lines.append(f"- {what}: `{n}` {base[metric]:.3f} -> {rows[n][metric]:.3f} "
                          f"({rows[n][metric] / base[metric] - 1:+.1%}), NDCG kept "
                          f"{v[n]['ndcg_kept']:.1%}.")
-    lines += ["", "Why the exposure Gini hardly moves: it is taken over all "
+    lines += ["", "Why per-user re-ranking hardly moves the exposure Gini: it is taken over all "
               f"{p.get('n_items', 0):,} items, and without re-ranking {1 - base['coverage']:.0%} "
               "of them are in no list at all (coverage "
-              f"{base['coverage']:.3f}); re-ranking each user's own top-{p['candidates']} can "
-              "only reorder what the model already ranks high, so it shifts exposure among "
-              "the items near the head rather than to the never-listed tail. Cutting the Gini by "
-              "a fifth would likely need a cross-user exposure budget or a larger candidate "
-              "pool (not tried here).", ""]
+              f"{base['coverage']:.3f}); re-ranking each user's own top-{p['candidates']} alone "
+              "can only reorder what the model already ranks high, so it shifts exposure among "
+              "the items near the head rather than to the never-listed tail. A cross-user "
+              "exposure budget (the 'exposure budget' rows) spreads the slots over more items.",
+              ""]
+    budget = [n for n in rows if rows[n].get("budget") is not None]
+    if budget:
+        lines += [f"Budgets: {p.get('budget', '')}.", "",
+                  f"| setting | NDCG@{k} | kept | first quarter served | last quarter served | "
+                  "Gini | coverage |", "|---|---|---|---|---|---|---|"]
+        for n in budget:
+            r = rows[n]
+            lines.append(f"| {n} | {r[f'ndcg@{k}']:.4f} | {v[n]['ndcg_kept']:.1%} | "
+                         f"{r['ndcg_first_quarter']:.4f} | {r['ndcg_last_quarter']:.4f} | "
+                         f"{r['exposure_gini']:.3f} | {r['coverage']:.3f} |")
+        lines.append("")
     lines += ["", f"Latency is the stage alone per request (k={k} from {p['candidates']} "
               "candidates, one thread, on a 2-core machine shared with other jobs): wall clock "
               "p50/p99, and the p99 of the thread's CPU time (what the stage itself costs; the "

@@ -251,6 +251,20 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from liverec.model.query import recommend_for
+    from liverec.text.query import QueryConfig
+
+    cfg = QueryConfig(weight=args.query_weight, normalise=args.query_normalise)
+    got = recommend_for(args.run_dir, args.history, args.query, args.k, cfg, args.items,
+                        args.encoder)
+    if args.json:
+        print(json.dumps(got, indent=2))
+    for rank, r in enumerate([] if args.json else got, 1):
+        print(f"{rank:>3}  {r['item_id']}  {r['score']:.4f}  {r['title'][:80]}")
+    return 0
+
+
 def _cmd_tune(args: argparse.Namespace) -> int:
     from liverec.tune.report import render_markdown
     from liverec.tune.search import TuneConfig, run_study
@@ -375,7 +389,13 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 def _print_metrics(metrics: dict, ks: tuple[int, ...],
                    title: str = "Test metrics (full ranking, seen items masked, ties pessimistic)"
                    ) -> None:
-    from liverec.evaluate.report import choice_line, kind_section, metrics_table, repeat_line
+    from liverec.evaluate.report import (
+        beyond_table,
+        choice_line,
+        kind_section,
+        metrics_table,
+        repeat_line,
+    )
 
     rows = {f"{metrics['model']['name']} (liverec)": metrics["model"]["test"]}
     rows.update(metrics.get("baselines", {}))
@@ -388,6 +408,10 @@ def _print_metrics(metrics: dict, ks: tuple[int, ...],
           repeat_line(metrics["model"]["test"]))
     if "protocol_choice" in metrics:
         print(choice_line(metrics["protocol_choice"]))
+    if metrics.get("beyond"):
+        print(f"Beyond accuracy (test top-{metrics['beyond']['k']} lists; definitions in "
+              "report.md):\n")
+        print(beyond_table(metrics["beyond"]))
 
 
 def _add_train(sub) -> None:
@@ -543,6 +567,29 @@ def _add_explain(sub) -> None:
     p.set_defaults(func=_cmd_explain)
 
 
+def _add_recommend(sub) -> None:
+    p = sub.add_parser("recommend", help="top-k for a history, a free-text query, or both",
+                       description="A run's recommendations for a history (item ids, oldest "
+                                   "first), a text query (items scored by the text encoder's "
+                                   "similarity), or both (the two scores z-scored over the "
+                                   "candidates and mixed by --query-weight); or, with --items, "
+                                   "a text search of a catalogue alone (e.g. the FAQ demo).")
+    p.add_argument("run_dir", nargs="?", help="a run directory written by 'liverec train'")
+    p.add_argument("--history", nargs="+", metavar="ID", help="item ids, oldest first")
+    p.add_argument("--query", help="free text, e.g. 'vegan lip balm'")
+    p.add_argument("-k", type=int, default=10, help="list length (default 10)")
+    p.add_argument("--query-weight", type=float, default=0.7, metavar="W",
+                   help="the query's share of the blend with a history, in [0, 1] (0.7)")
+    p.add_argument("--query-normalise", choices=("zscore", "softmax"), default="zscore",
+                   help="how both scores are put on one scale before mixing (zscore)")
+    p.add_argument("--items", metavar="faq|FILE",
+                   help="search this catalogue by text instead of a run: 'faq' (the built-in "
+                        "help-desk FAQ) or a JSONL/CSV/Parquet file with item, title, text")
+    p.add_argument("--encoder", help="text encoder for --items (default minilm)")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=_cmd_recommend)
+
+
 def _add_tune(sub) -> None:
     p = sub.add_parser("tune", help="hyper-parameter search (Optuna: TPE, random or grid)",
                        description="Search model and optimiser settings; each trial is a "
@@ -619,7 +666,7 @@ def _add_retrain(sub) -> None:
 
 COMMANDS: list[Callable] = [_add_train, _add_eval, _add_demo, _add_compress,
                             _add_export_web, _add_serve,
-                            _add_explain, _add_tune, _add_retrain]
+                            _add_explain, _add_tune, _add_retrain, _add_recommend]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,9 +13,10 @@ CI runs it sized up as a step of its own:
 
 One deliberate widening: valid-shaped requests may get 422 when the value names something the
 service does not hold (an unknown item id, a history without a known item, an item hidden by a
-flag) or combines parameters that exclude each other (category and attribute; re-ranking
-weights above 1 together), which no schema can express; :func:`positive_422_is_semantic`
-checks that such a 422 is one of those and never a schema-level rejection.
+flag), combines parameters that exclude each other (category and attribute; re-ranking
+weights above 1 together), or is a query without a letter or digit, which no schema can
+express; :func:`positive_422_is_semantic` checks that such a 422 is one of those and never a
+schema-level rejection.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from liverec.serve.app import create_app  # noqa: E402
 
 ADMIN_KEY = "fuzz-admin-key-0123456789"
 SEMANTIC_422 = {"unknown_item", "no_known_item", "exclusive", "timestamp_in_future",
-                "hidden_item", "weights_above_one"}
+                "hidden_item", "weights_above_one", "no_query_word"}
 CASES = int(os.environ.get("LIVEREC_FUZZ_CASES") or 60)
 COUNT = {"cases": 0, "failed": 0, "operations": set(), "statuses": {}}
 

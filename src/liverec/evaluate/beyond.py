@@ -24,6 +24,7 @@ Legend: C lists, K slots, N items (+1 padding row 0), D vector size.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -174,4 +175,71 @@ def beyond_metrics(tops: np.ndarray, *, n_items: int, vectors: np.ndarray | None
         out["arp"] = average_popularity(tops, popularity)
     if histories is not None and categories is not None:
         out["calibration_error"] = calibration_error(tops, histories, categories)
+    return out
+
+
+BEYOND_DEFINITIONS = {
+    "diversity": "intra-list diversity (ILD): mean pairwise cosine distance of a list's items "
+                 "(Ziegler et al. 2005), over the model's own item vectors for every row",
+    "coverage": "share of the catalogue in at least one list",
+    "novelty": "mean -log2(training count / users) of the listed items (Zhou et al. 2010)",
+    "arp": "average recommendation popularity: mean training count of a list's items "
+           "(Abdollahpouri et al. 2019)",
+    "exposure_gini": "Gini of how often each catalogue item is listed (0 = even, 1 = one "
+                     "item takes all exposure)",
+    "calibration_error": "Steck's (2018) KL(history category mix || list mix), alpha 0.01",
+}
+
+
+@dataclass(frozen=True)
+class ListFacts:
+    """What the beyond-accuracy metrics need besides the lists, built once per evaluation.
+
+    Attributes:
+        n_items: N.
+        popularity: (N + 1,) training interaction counts.
+        n_users: users with a training sequence.
+        vectors: (N + 1, D) item vectors for diversity, or None (no diversity).
+        categories: (N + 1,) category codes for calibration, or None (no categories known).
+    """
+
+    n_items: int
+    popularity: np.ndarray
+    n_users: int
+    vectors: np.ndarray | None = None
+    categories: np.ndarray | None = None
+
+    @classmethod
+    def build(cls, prepared, vectors: np.ndarray | None, items=None) -> ListFacts:
+        """From prepared data (training counts), the model's item vectors (N + 1, D) and the
+        item table (sorted by index; categories from its ``attributes``: each item's most
+        common attribute, ``liverec.rerank.categories_from_attributes``)."""
+        from liverec.rerank.catalogue import categories_from_attributes
+
+        n = prepared.vocab.n_items
+        cats = None
+        if items is not None and "attributes" in items.columns:
+            attrs = [[]] + [a or [] for a in items["attributes"].to_list()]
+            if len(attrs) == n + 1 and any(attrs):
+                cats = categories_from_attributes(attrs)
+        if vectors is not None and (len(vectors) < n + 1 or not np.isfinite(vectors).all()):
+            vectors = None
+        return cls(n, prepared.train_item_counts().astype(np.float64),
+                   len(prepared.train_sequences()),
+                   None if vectors is None else np.asarray(vectors[: n + 1]), cats)
+
+    def describe(self) -> dict[str, str]:
+        return {"popularity": f"training interaction counts of {self.n_users:,} users",
+                "categories": "each item's most common attribute in the catalogue"
+                if self.categories is not None else "none known: no calibration error"}
+
+
+def list_metrics(tops: np.ndarray, histories: Sequence[np.ndarray],
+                 facts: ListFacts) -> dict[str, float | None]:
+    """Every beyond-accuracy metric of C lists (C, K); None where the facts lack an input."""
+    out: dict[str, float | None] = dict.fromkeys(BEYOND_DEFINITIONS)
+    out.update(beyond_metrics(tops, n_items=facts.n_items, vectors=facts.vectors,
+                              popularity=facts.popularity, n_users=facts.n_users,
+                              histories=histories if facts.categories is not None else None,
+                              categories=facts.categories))
     return out

@@ -13,17 +13,31 @@ from tqdm.auto import tqdm
 from liverec.config import DataConfig, RunConfig
 from liverec.data.prepare import Prepared
 from liverec.evaluate.baselines import make_baseline
-from liverec.evaluate.protocol import PROTOCOLS, evaluate_model, evaluate_scores, model_score_fn
+from liverec.evaluate.beyond import BEYOND_DEFINITIONS, ListFacts, list_metrics
+from liverec.evaluate.protocol import (
+    PROTOCOLS,
+    check_protocol,
+    evaluate_model,
+    evaluate_scores,
+    model_score_fn,
+    rank_targets,
+    summarize,
+)
 from liverec.logs import progress_enabled
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_baselines(prepared: Prepared, names: tuple[str, ...], stage: str = "test",
-                       ks: tuple[int, ...] = (5, 10, 20),
-                       protocol: str = "masked") -> dict[str, dict]:
-    """Fit each baseline on the stage's histories and score it under the same protocol."""
-    _, histories, _ = prepared.eval_cases(stage)
+                       ks: tuple[int, ...] = (5, 10, 20), protocol: str = "masked",
+                       facts: ListFacts | None = None,
+                       beyond: dict | None = None) -> dict[str, dict]:
+    """Fit each baseline on the stage's histories and score it under the same protocol.
+
+    With ``facts``, each baseline's beyond-accuracy metrics of its top-max(K) lists go into
+    ``beyond[name]``."""
+    _, histories, targets = prepared.eval_cases(stage)
+    masked = check_protocol(protocol)
     out = {}
     for name in tqdm(names, desc="baselines", leave=False, disable=not progress_enabled()):
         t0 = time.perf_counter()
@@ -32,9 +46,23 @@ def evaluate_baselines(prepared: Prepared, names: tuple[str, ...], stage: str = 
         except ImportError as exc:
             log.warning("baseline %s skipped: %s (pip install 'liverec[baselines]')", name, exc)
             continue
-        out[name] = evaluate_scores(model.score, prepared, stage, ks, protocol=protocol)
+        ranked = rank_targets(model.score, histories, targets, top_k=max(ks),
+                              mask_history=masked)
+        out[name] = summarize(ranked, prepared.vocab.n_items, ks, by_kind=not masked)
         out[name]["seconds"] = time.perf_counter() - t0
+        if facts is not None and beyond is not None:
+            beyond[name] = list_metrics(ranked.tops, histories, facts)
     return out
+
+
+def _model_ranked(score_fn, prepared: Prepared, stage: str, ks: tuple[int, ...],
+                  batch_size: int, protocol: str = "masked"):
+    """(metrics, Ranked) of a scorer on a stage under ``protocol`` (``evaluate_scores``'s
+    path, keeping the ranked lists for the beyond-accuracy metrics)."""
+    _, histories, targets = prepared.eval_cases(stage)
+    masked = check_protocol(protocol)
+    ranked = rank_targets(score_fn, histories, targets, batch_size, max(ks), masked)
+    return summarize(ranked, prepared.vocab.n_items, ks, by_kind=not masked), ranked
 
 
 def evaluate_run(run_dir: Path, data: DataConfig | None = None,
@@ -47,13 +75,16 @@ def evaluate_run(run_dir: Path, data: DataConfig | None = None,
     from liverec.model.artifact import load_model, read_run_config
 
     cfg: RunConfig = read_run_config(run_dir)
-    model, vocab, _, meta = load_model(run_dir)
+    model, vocab, vocab_items, meta = load_model(run_dir)
     data_cfg = data or cfg.data
     prepared = load_and_prepare(data_cfg, vocab=vocab)
     ks, bs = cfg.eval.ks, cfg.eval.batch_size
     protocol, choice = run_protocol(cfg, meta, prepared)
     scorer, mode = repeat_scorer(run_dir, model) if protocol == "repeat" else (None, "")
     t0 = time.perf_counter()
+    model.eval()
+    test_fn = scorer if scorer is not None else model_score_fn(model, model.cfg.max_len)
+    test, ranked = _model_ranked(test_fn, prepared, "test", ks, bs, protocol)
     result = {
         "protocol": PROTOCOLS[protocol],
         "protocol_choice": choice,
@@ -61,8 +92,7 @@ def evaluate_run(run_dir: Path, data: DataConfig | None = None,
         "model": {
             "name": cfg.model.name,
             "parameters": sum(p.numel() for p in model.parameters()),
-            "test": evaluate_model(model, prepared, "test", ks, bs) if scorer is None else
-            evaluate_scores(scorer, prepared, "test", ks, bs, protocol),
+            "test": test,
             "valid": evaluate_model(model, prepared, "valid", ks, bs) if scorer is None else
             evaluate_scores(scorer, prepared, "valid", ks, bs, protocol),
         },
@@ -71,10 +101,15 @@ def evaluate_run(run_dir: Path, data: DataConfig | None = None,
         result["model"]["mode"] = mode
         result["model"]["test_masked"] = evaluate_model(model, prepared, "test", ks, bs)
     result["model"]["eval_seconds"] = time.perf_counter() - t0
+    facts = ListFacts.build(prepared, _item_vectors(model), vocab_items)
+    _, test_histories, _ = prepared.eval_cases("test")
+    rows = {model_label(cfg): list_metrics(ranked.tops, test_histories, facts)}
     names = cfg.eval.baselines if baselines is None else baselines
     if protocol == "repeat" and baselines is None and "repeat" not in names:
         names = (*names, "repeat")  # the repeat baseline is in every repeat-aware report
-    result["baselines"] = evaluate_baselines(prepared, names, "test", ks, protocol)
+    result["baselines"] = evaluate_baselines(prepared, names, "test", ks, protocol, facts, rows)
+    result["beyond"] = {"k": max(ks), "stage": "test", "rows": rows,
+                        "definitions": {**BEYOND_DEFINITIONS, **facts.describe()}}
     train_log = Path(run_dir) / "train_log.json"
     if train_log.is_file():
         tl = json.loads(train_log.read_text())
@@ -139,6 +174,35 @@ def choice_line(choice: dict) -> str:
             f"events), threshold {choice['threshold']:.0%}.\n")
 
 
+def model_label(cfg: RunConfig) -> str:
+    return f"{cfg.model.name} (liverec)"
+
+
+def _item_vectors(model):
+    """The model's output item table (N + 1, D) as numpy, or None when it has none."""
+    import torch
+
+    if not hasattr(model, "item_table"):
+        return None
+    with torch.no_grad():
+        return model.item_table().float().cpu().numpy()
+
+
+def beyond_table(beyond: dict) -> str:
+    """A markdown table of the beyond-accuracy metrics, one row per model (``result["beyond"]``)."""
+    k = beyond["k"]
+    cols = [("diversity", "ILD", "{:.3f}"), ("coverage", "coverage", "{:.3f}"),
+            ("novelty", "novelty (bits)", "{:.2f}"), ("arp", "ARP", "{:.1f}"),
+            ("exposure_gini", "exposure Gini", "{:.3f}"),
+            ("calibration_error", "calibration error", "{:.3f}")]
+    lines = [f"| model (top-{k}) | " + " | ".join(c[1] for c in cols) + " |",
+             "|" + "---|" * (len(cols) + 1)]
+    for name, m in beyond["rows"].items():
+        cells = [fmt.format(m[key]) if m.get(key) is not None else "—" for key, _, fmt in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def metrics_table(rows: dict[str, dict], ks: tuple[int, ...]) -> str:
     """A markdown table, one row per model, HR/NDCG/MRR at each K."""
     cols = [f"{m}@{k}" for k in ks for m in ("hr", "ndcg")] + [f"mrr@{max(ks)}"]
@@ -163,7 +227,7 @@ def repeat_line(m: dict) -> str:
 
 
 def render_report(result: dict, cfg: RunConfig) -> str:
-    rows = {f"{cfg.model.name} (liverec)": result["model"]["test"]}
+    rows = {model_label(cfg): result["model"]["test"]}
     rows.update(result["baselines"])
     d = result["data"]
     lines = [
@@ -178,6 +242,7 @@ def render_report(result: dict, cfg: RunConfig) -> str:
         if result.get("protocol_choice", {}).get("protocol") == "repeat"
         else repeat_line(result["model"]["test"]),
         choice_line(result["protocol_choice"]) if "protocol_choice" in result else "",
+        *(_beyond_section(result["beyond"]) if "beyond" in result else []),
         "## Validation (model)\n",
         metrics_table({cfg.model.name: result["model"]["valid"]}, cfg.eval.ks),
     ]
@@ -191,3 +256,9 @@ def render_report(result: dict, cfg: RunConfig) -> str:
     lines.append("\nConfig:\n\n```json\n" + json.dumps(
         dataclasses.asdict(cfg), indent=1, default=list) + "\n```\n")
     return "\n".join(lines)
+
+
+def _beyond_section(beyond: dict) -> list[str]:
+    d = beyond["definitions"]
+    return [f"## Beyond accuracy (test top-{beyond['k']} lists)\n", beyond_table(beyond),
+            "\n".join(f"- {k.replace('_', ' ')}: {v}" for k, v in d.items()) + "\n"]

@@ -46,6 +46,7 @@ from liverec.serve.batching import MicroBatcher
 from liverec.serve.cache import UserCache
 from liverec.serve.metrics import Metrics
 from liverec.serve.model_handle import ModelHandle
+from liverec.serve.query import QueryScorer
 from liverec.serve.rerank import Plan, RerankView, ServedRerank
 from liverec.serve.rerank_config import DEFAULT_REQUEST, RerankRequest, load_rerank_file
 from liverec.serve.settings import ServeSettings
@@ -139,6 +140,7 @@ class Engine:
         self.rerank_file = load_rerank_file(settings.rerank) if settings.rerank else None
         self._reranks: weakref.WeakKeyDictionary[ModelHandle, ServedRerank] = \
             weakref.WeakKeyDictionary()
+        self.query_scorer = QueryScorer()  # query= on /v1/recommend (serve/query.py)
         for item in store.items():
             self._apply_item(self.handle, item)
         self.rerank(self.handle)
@@ -479,4 +481,5 @@ class Engine:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False)
+        self.query_scorer.close()
         self.store.close()

@@ -91,7 +91,7 @@ class RerankIn(_In):
 class HistoryRecommendIn(RerankIn):
     """An anonymous session: item ids, oldest first."""
 
-    history: list[Id] = Field(description="item ids, oldest first")
+    history: list[Id] = Field(default_factory=list, description="item ids, oldest first")
     k: JsonInt = Field(10, ge=1)
     exclude: list[Id] = Field(default_factory=list)
     exclude_seen: bool = True
@@ -100,6 +100,10 @@ class HistoryRecommendIn(RerankIn):
     unknown: Literal["error", "ignore"] = Field(
         "error", description="unknown item ids: 422 naming them, or drop them")
     explain: bool = Field(False, description="add each item's title and a one-line reason")
+    query: Annotated[str, StringConstraints(min_length=1, max_length=1000)] | None = Field(
+        None, description="free text: items are scored by text similarity to it, blended with "
+                          "the history's scores when a history is given (z-scores, 0.7 on the "
+                          "query)")
 
 
 class EventIn(_In):
