@@ -13,6 +13,10 @@ before it) in this process. Both clocks count training + validation from the fir
 
 Writes benchmarks/results/speed_vs_recbole.{json,md} and RecBole's own
 benchmarks/results/recbole_sasrec_beauty_sbs.{json,md}.
+
+With ``--recbole-json FILE`` RecBole is not started: liverec trains while a RecBole run that
+was started separately (same command, its own process) is still going, and the report reads
+that run's results when it has finished (``--wait`` polls for the file).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -33,13 +38,15 @@ THRESHOLD = 0.040
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recbole-python", required=True)
-    ap.add_argument("--recbole-workdir", required=True)
+    ap.add_argument("--recbole-python")
+    ap.add_argument("--recbole-workdir")
     ap.add_argument("--recbole-epochs", type=int, default=5)
     ap.add_argument("--config", default="configs/beauty/sasrec.json")
     ap.add_argument("--max-time-s", type=float, default=600.0,
                     help="liverec's wall-time cap (stops after the epoch that crosses it)")
     ap.add_argument("--name", default="speed_vs_recbole")
+    ap.add_argument("--recbole-json", type=Path,
+                    help="read RecBole's results from a run already going; do not start one")
     args = ap.parse_args()
     from liverec.config import apply_overrides, load_config
     from liverec.data.pipeline import load_and_prepare
@@ -51,21 +58,30 @@ def main() -> None:
                            f"train.max_time_s={args.max_time_s}"])
     prepared = load_and_prepare(cfg.data)  # before the clock, as RecBole's data preparation
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH="")
-    rb_out = OUT / "recbole_sasrec_beauty_sbs.json"
-    Path(args.recbole_workdir).mkdir(parents=True, exist_ok=True)
+    rb_out = args.recbole_json or OUT / "recbole_sasrec_beauty_sbs.json"
     load_before = os.getloadavg()
-    with open(Path(args.recbole_workdir) / "log.txt", "w") as log:
+    rb = None
+    if args.recbole_json is None:
+        if not (args.recbole_python and args.recbole_workdir):
+            raise SystemExit("give --recbole-python and --recbole-workdir, or --recbole-json")
+        Path(args.recbole_workdir).mkdir(parents=True, exist_ok=True)
+        log = open(Path(args.recbole_workdir) / "log.txt", "w")  # noqa: SIM115 (child's log)
         rb = subprocess.Popen([args.recbole_python,
                                str(ROOT / "benchmarks/recbole/run_recbole_sasrec.py"),
                                "--epochs", str(args.recbole_epochs),
                                "--workdir", args.recbole_workdir, "--out", str(rb_out)],
                               env=env, stdout=log, stderr=subprocess.STDOUT)
-        with tempfile.TemporaryDirectory() as tmp:
-            result = train(cfg, prepared, Path(tmp) / "run")
-        load_mid = os.getloadavg()
-        rc = rb.wait()
-    if rc != 0:
-        raise SystemExit(f"RecBole failed (exit {rc}); see {args.recbole_workdir}/log.txt")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(cfg, prepared, Path(tmp) / "run")
+    load_mid = os.getloadavg()
+    for e in result.epochs:
+        print(f"liverec epoch {e['epoch']}: elapsed {e['elapsed_s']:.1f} s, valid NDCG@10 "
+              f"{e.get('valid', {}).get('ndcg@10', float('nan')):.4f}", flush=True)
+    if rb is not None and rb.wait() != 0:
+        raise SystemExit(f"RecBole failed (exit {rb.returncode}); see "
+                         f"{args.recbole_workdir}/log.txt")
+    while not rb_out.exists():  # a separately started RecBole run: wait for its results
+        time.sleep(30)
     rbj = json.loads(rb_out.read_text())
     ours = next(({"epoch": e["epoch"], "seconds": e["elapsed_s"]} for e in result.epochs
                  if "valid" in e and e["valid"]["ndcg@10"] >= THRESHOLD), None)
@@ -92,8 +108,10 @@ def main() -> None:
     (OUT / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# Time to validation NDCG@10 >= {THRESHOLD}: liverec vs RecBole 1.2.1 SASRec "
              "(Beauty, one thread each, side by side)", "",
-             f"`{args.config}` unchanged (one thread, wall cap {args.max_time_s:.0f} s); "
-             f"torch {torch.__version__}; {os.cpu_count()} CPUs; load average at start "
+             f"`{args.config}` unchanged (one thread, wall cap {args.max_time_s:.0f} s); RecBole "
+             + ("started by this script at the same moment; " if rb is not None else
+                f"run separately ({rb_out.name}), liverec trained while it ran; ")
+             + f"torch {torch.__version__}; {os.cpu_count()} CPUs; load average at start "
              f"{load_before[0]:.1f}, when liverec finished {load_mid[0]:.1f}, at the end "
              f"{report['loadavg']['end'][0]:.1f} (other jobs share the machine).", "",
              "| | epoch reaching .040 | wall s to it (train + validation) |", "|---|---|---|",
