@@ -196,3 +196,24 @@ def test_one_reload_at_a_time(make_client, clean_redis, serve_run_v2):
     assert r.status_code == 409 and "another reload is in progress" in r.json()["detail"]
     store.unlock("reload", "someone-else")
     assert a.post("/admin/reload", json={"run_dir": str(serve_run_v2)}).status_code == 200
+
+
+def test_replicas_stage_before_they_vote_so_the_commit_is_a_swap(make_client, clean_redis,
+                                                                 serve_run_v2, monkeypatch):
+    """Each replica applies the shared catalogue and builds the re-ranking stage for the new
+    run while preparing; after the commit, install() only swaps (no second staging)."""
+    a, b = make_client(store=clean_redis), make_client(store=clean_redis)
+    assert a.post("/v1/items", json={"item_id": "staged-1", "title": "t"}).status_code == 200
+    engine_b = b.app.state.engine
+    calls = []
+    real_stage, real_install = engine_b.stage, engine_b.install
+    monkeypatch.setattr(engine_b, "stage", lambda new: calls.append("stage") or real_stage(new))
+    monkeypatch.setattr(engine_b, "install",
+                        lambda new: calls.append(("install", len(engine_b._staged)))
+                        or real_install(new))
+    r = a.post("/admin/reload", json={"run_dir": str(serve_run_v2)})
+    assert r.status_code == 200, r.text
+    _eventually(lambda: _version(b) == r.json()["model_version"])
+    assert calls == ["stage", ("install", 1)]  # staged while voting, installed from the stage
+    assert not engine_b._staged
+    assert b.get("/v1/items/staged-1").status_code == 200  # the new run has the added item

@@ -140,6 +140,8 @@ class Engine:
         self.rerank_file = load_rerank_file(settings.rerank) if settings.rerank else None
         self._reranks: weakref.WeakKeyDictionary[ModelHandle, ServedRerank] = \
             weakref.WeakKeyDictionary()
+        # handles made ready by stage() and not installed yet (an aborted reload's go away)
+        self._staged: weakref.WeakKeyDictionary[ModelHandle, bool] = weakref.WeakKeyDictionary()
         self.query_scorer = QueryScorer()  # query= on /v1/recommend (serve/query.py)
         for item in store.items():
             self._apply_item(self.handle, item)
@@ -455,13 +457,24 @@ class Engine:
                                              allow_catalogue_change)
             return await loop.run_in_executor(None, self.install, new)
 
-    def install(self, new: ModelHandle) -> tuple[str, str]:
-        """Give ``new`` the catalogue's added items and swap it in: (old, new) versions.
-
-        In-flight requests keep their old handle. Blocking (reads the store's items)."""
+    def stage(self, new: ModelHandle) -> ModelHandle:
+        """Get ``new`` ready to serve without serving it: the catalogue's added items and its
+        re-ranking stage. Replicas stage before voting on a coordinated reload, so that the
+        commit is only the swap (:meth:`install`). Blocking (reads the store's items)."""
         for item in self.store.items():
             self._apply_item(new, item)
         self.rerank(new)  # built before the swap: the first answers do not wait for it
+        self._staged[new] = True
+        return new
+
+    def install(self, new: ModelHandle) -> tuple[str, str]:
+        """Give ``new`` the catalogue's added items and swap it in: (old, new) versions.
+
+        Items added since :meth:`stage` (if it ran) are applied after the swap. In-flight
+        requests keep their old handle. Blocking (reads the store's items)."""
+        if not self._staged.pop(new, False):
+            self.stage(new)
+            self._staged.pop(new, None)
         old, self.handle = self.handle, new
         for item in self.store.items():  # added while the first pass ran (idempotent)
             if item["item_id"] not in new.lookup:

@@ -168,7 +168,7 @@ class SharedState:
         if new.version != version:
             raise ArtifactError(f"{run_dir} is {new.version} on replica {self.id}, "
                                 f"not {version}")
-        return new
+        return await self._run(self.engine.stage, new)  # so that the commit is a swap
 
     async def _prepare(self, payload: dict) -> ModelHandle | None:
         tx = payload["tx"]
@@ -223,6 +223,7 @@ class SharedState:
 
     async def _reload(self, target: Path, tx: str, allow: bool) -> tuple[str, str]:
         new = await self._run(self.engine.load_handle, target, allow)
+        await self._run(self.engine.stage, new)
         payload = {"tx": tx, "run_dir": str(Path(target).resolve()), "version": new.version,
                    "coordinator": self.id, "allow_catalogue_change": allow}
         await self._run(self.store.vote, tx, self.id, True, "")
