@@ -17,6 +17,7 @@ the whole catalogue (model/health.py) and refuses a model whose scores are not f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -184,3 +185,36 @@ def load_model(run_dir: Path, check: bool = True
             raise UnservableModelError(f"{run_dir}: broken: {found.describe()}; "
                                        "refusing to load it")
     return model, vocab, items.sort("index"), meta
+
+
+def model_version(run_dir: Path) -> str:
+    """``<run dir name>@<sha1 of model.safetensors and config.json, 10 hex digits>``.
+
+    From the files' contents (not their times), so replicas on other machines that hold a
+    copy of the same run agree on its version; a retrain that rewrites the files changes it.
+    Used by the service (answers say which version made them) and by web bundles.
+    """
+    run_dir = Path(run_dir)
+    h = hashlib.sha1()
+    for name in ("model.safetensors", "config.json"):
+        h.update(f"{name};".encode())
+        with open(run_dir / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return f"{run_dir.resolve().name}@{h.hexdigest()[:10]}"
+
+
+def item_digest(row: dict) -> str:
+    """Fingerprint of what an item id means: its title, text and attributes."""
+    attributes = row.get("attributes")
+    what = [row.get("title") or "", row.get("text") or "",
+            sorted(str(a) for a in attributes) if attributes is not None else []]
+    return hashlib.sha1(json.dumps(what).encode()).hexdigest()[:16]
+
+
+def digests_fingerprint(digests: dict[str, str]) -> str:
+    """One sha1 over a catalogue's ``{item id: item_digest}`` (order-independent)."""
+    h = hashlib.sha1()
+    for i, d in sorted(digests.items()):
+        h.update(f"{i}\x00{d}\x01".encode())
+    return h.hexdigest()

@@ -21,8 +21,6 @@ Legend: B batch, T history length, D dim, N model items, R rows (N + 1 + added i
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -34,27 +32,11 @@ import torch
 import liverec
 from liverec.errors import ArtifactError, UnservableModelError
 from liverec.evaluate.protocol import pad_left
-from liverec.model.artifact import read_meta
+from liverec.model.artifact import digests_fingerprint, item_digest, model_version, read_meta
 from liverec.retrieval import build_retriever
 from liverec.serve.cache import ByteLRU
 
 log = logging.getLogger(__name__)
-
-
-def model_version(run_dir: Path) -> str:
-    """``<run dir name>@<sha1 of model.safetensors and config.json, 10 hex digits>``.
-
-    From the files' contents (not their times), so replicas on other machines that hold a
-    copy of the same run agree on its version; a retrain that rewrites the files changes it.
-    """
-    run_dir = Path(run_dir)
-    h = hashlib.sha1()
-    for name in ("model.safetensors", "config.json"):
-        h.update(f"{name};".encode())
-        with open(run_dir / name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return f"{run_dir.resolve().name}@{h.hexdigest()[:10]}"
 
 
 class ModelHandle:
@@ -91,7 +73,7 @@ class ModelHandle:
         self.popular = np.argsort(-np.array([c.get("popularity", 0) for c in self.catalogue[1:]]),
                                   kind="stable") + 1  # (N,) indices, most popular first
         self._check_finite([self.encode(h)[0] for h in check_histories])
-        self.digests = {self.ids[i]: _digest(self.catalogue[i])
+        self.digests = {self.ids[i]: item_digest(self.catalogue[i])
                         for i in range(1, self.n_model + 1)}  # the model's catalogue
         self.retriever = build_retriever(retriever, self.table, skip_rows=1)
         self._lock = threading.Lock()
@@ -140,10 +122,7 @@ class ModelHandle:
 
     def fingerprint(self) -> str:
         """One hash of the whole model catalogue (ids and their details)."""
-        h = hashlib.sha1()
-        for i, d in sorted(self.digests.items()):
-            h.update(f"{i}\x00{d}\x01".encode())
-        return h.hexdigest()
+        return digests_fingerprint(self.digests)
 
     @property
     def n_rows(self) -> int:
@@ -267,12 +246,6 @@ class ModelHandle:
             self.layout_gen += 1
             self.masks.clear()
             return int(idx)
-
-
-def _digest(row: dict) -> str:
-    """Fingerprint of what an item id means: its title, text and attributes."""
-    what = [row.get("title") or "", row.get("text") or "", sorted(row.get("attributes") or ())]
-    return hashlib.sha1(json.dumps(what).encode()).hexdigest()[:16]
 
 
 def is_flagged(row: dict) -> bool:
