@@ -7,12 +7,10 @@ screenshot to test-artifacts/dashboard.png.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
+from tests.ui.browser import CHROMIUM, sync_playwright
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.browser
 
 sync_api = pytest.importorskip(
@@ -29,7 +27,7 @@ def _items(page) -> list[str]:
 
 @pytest.fixture
 def page(request):
-    with sync_api.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         page = browser.new_page(viewport={"width": 1440, "height": 960})
         page.set_default_timeout(10_000)

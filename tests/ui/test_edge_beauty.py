@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests.ui.browser import CHROMIUM, sync_playwright
 from tests.ui.edge_check import (
     bundle_transfer,
     differences_beyond_ties,
@@ -35,7 +36,6 @@ from tests.ui.edge_check import (
 
 from liverec.edge.bundle import REPO_RUNTIME, RUNTIME_INDEX
 
-CHROMIUM = Path("/usr/bin/chromium")
 BUDGET_BYTES = 1_500_000
 pytestmark = [pytest.mark.browser, pytest.mark.realdata, pytest.mark.slow]
 
@@ -89,7 +89,7 @@ def beauty(tmp_path_factory):
 def test_beauty_student_in_the_browser(beauty, request):
     run, fp32_dir, histories = beauty
     manifest = json.loads((run / "web" / "manifest.json").read_text())
-    with live_service(run) as service, sync_api.sync_playwright() as p:
+    with live_service(run) as service, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         page = browser.new_page()
         page.set_default_timeout(120_000)

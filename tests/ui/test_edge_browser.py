@@ -17,10 +17,10 @@ Figures go to test-artifacts/edge_synthetic.json. The Beauty version: test_edge_
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import pytest
+from tests.ui.browser import CHROMIUM, sync_playwright
 from tests.ui.edge_check import (
     bundle_transfer,
     differences_beyond_ties,
@@ -34,7 +34,6 @@ from tests.ui.edge_check import (
 
 from liverec.edge.bundle import REPO_RUNTIME, RUNTIME_INDEX
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.browser
 
 sync_api = pytest.importorskip(
@@ -81,7 +80,7 @@ def service(student):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         yield browser
         browser.close()
