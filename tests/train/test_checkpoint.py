@@ -78,3 +78,38 @@ def test_torch_compile_trains_on_cpu(cfg, known_answer_data, tmp_path):
     result = train(compiled, known_answer_data, tmp_path / "compiled")
     assert all(math.isfinite(e["loss"]) for e in result.epochs)
     assert result.best_valid["ndcg@10"] > 0
+
+
+def _drop_from_checkpoint(path, keys: list[tuple[str, ...]]) -> None:
+    """Rewrite a checkpoint as an older liverec would have written it: without ``keys``."""
+    import json
+
+    from safetensors import safe_open
+
+    from liverec.train.checkpoint import _META_KEY
+
+    with safe_open(str(path), "pt") as f:
+        payload = json.loads(f.metadata()[_META_KEY])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for key in keys:
+        node = payload["state"]["config"]
+        for part in key[:-1]:
+            node = node[part]
+        del node[key[-1]]
+    atomic_save(tensors, path, metadata={_META_KEY: json.dumps(payload)})
+
+
+def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(cfg, known_answer_data,
+                                                                   tmp_path):
+    """Settings added to liverec since the checkpoint count as their defaults (eval.protocol as
+    masked, the one protocol before it existed); any other value is still a change."""
+    two = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2))
+    train(two, known_answer_data, tmp_path / "run",
+          callback=lambda epoch, _: "stop" if epoch == 1 else None)
+    _drop_from_checkpoint(tmp_path / "run" / "checkpoint.safetensors",
+                          [("eval", "protocol"), ("data", "synthetic", "kind")])
+    other = dataclasses.replace(two, eval=dataclasses.replace(two.eval, protocol="repeat"))
+    with pytest.raises(ConfigError, match=r"eval\.protocol"):
+        train(other, known_answer_data, tmp_path / "run", resume=True)
+    resumed = train(two, known_answer_data, tmp_path / "run", resume=True)
+    assert [e["epoch"] for e in resumed.epochs] == [1, 2]

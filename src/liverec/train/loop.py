@@ -132,6 +132,9 @@ that string as the reason (e.g. a pruned hyper-parameter trial)."""
 
 # settings that may change between a run and its --resume (they do not change the maths)
 RESUMABLE_CHANGES = frozenset({"progress", "num_threads", "device", "compile", "max_time_s"})
+# how a run written before a setting existed behaved, where that is not the setting's default:
+# before eval.protocol every run used the masked protocol ("auto" resolves per dataset)
+BEFORE_SETTINGS = {"eval": {"protocol": "masked"}}
 CHECK_HISTORIES = 64  # validation histories whose full-catalogue scores must be finite
 
 
@@ -444,7 +447,11 @@ class _Run:
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint written with the same settings."""
         state = load_checkpoint(path, self.model, self.opt, self.sched)
-        saved, now = state["config"], to_dict(self.cfg)
+        # a setting added to liverec after the checkpoint was written is absent from it: it ran
+        # as that setting's default (or BEFORE_SETTINGS) behaves, so that is filled in first
+        saved = _fill_defaults(_fill_defaults(state["config"], BEFORE_SETTINGS),
+                               to_dict(RunConfig()))
+        now = to_dict(self.cfg)
         changed = sorted(f"{section}.{k}" for section in now for k in
                          (now[section] if isinstance(now[section], dict) else {})
                          if saved.get(section, {}).get(k) != now[section][k]
@@ -458,6 +465,17 @@ class _Run:
         r.best_epoch, r.best_valid = state["best_epoch"], state["best_valid"]
         r.time_to_best_s, r.epochs = state["time_to_best_s"], state["epochs"]
         log.info("resuming %s after epoch %d", self.out_dir, self.epoch)
+
+
+def _fill_defaults(saved: dict, defaults: dict) -> dict:
+    """``saved`` with every key it lacks taken from ``defaults``, recursively (nested dicts)."""
+    out = dict(saved)
+    for k, v in defaults.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(out[k], dict):
+            out[k] = _fill_defaults(out[k], v)
+    return out
 
 
 class _OnDevice(torch.nn.Module):
