@@ -53,7 +53,9 @@ def cases(draw):
     lam_c = draw(st.sampled_from([0.0, 0.5])) if lam_m < 1 else 0.0
     lam_p = draw(st.sampled_from([0.0, 1.0 - lam_m - lam_c]))
     cfg = RerankConfig(
-        rules=rules, mmr=MMRConfig(lam_m) if lam_m else None,
+        rules=rules, relevance=draw(st.sampled_from(["minmax", "probability"])),
+        order=draw(st.sampled_from(["greedy", "score"])),
+        mmr=MMRConfig(lam_m, draw(st.sampled_from(["max", "sum"]))) if lam_m else None,
         calibration=CalibrationConfig(lam_c) if lam_c else None,
         exposure=draw(st.none() | st.builds(ExposureConfig, st.sampled_from([0.1, 0.5]),
                                             st.sampled_from([0.0, 0.3, 1.0]), st.just(lam_p))))

@@ -36,6 +36,10 @@ CONFIGS = [
                                              AttributeFilter(exclude=frozenset({"a4"}))))),
     RerankConfig(rules=HardRules(max_per_category=3), mmr=MMRConfig(0.3),
                  calibration=CalibrationConfig(0.4), exposure=ExposureConfig(0.2, 0.3, 0.2)),
+    RerankConfig(mmr=MMRConfig(0.6, "sum")),
+    RerankConfig(mmr=MMRConfig(0.4, "sum"), relevance="probability", order="score"),
+    RerankConfig(rules=HardRules(max_per_category=2), mmr=MMRConfig(0.3, "sum"),
+                 calibration=CalibrationConfig(0.3), relevance="probability"),
 ]
 
 
@@ -51,6 +55,42 @@ def test_fast_path_equals_reference(cfg):
         a, b = fast.rerank(cands, scores, 10, hist), ref.rerank(cands, scores, 10, hist)
         assert a[0].tolist() == b[0].tolist()
         np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_sum_similarity_is_the_lists_ild_not_the_nearest_item():
+    """After A and B are listed, C duplicates A (cosines 1, 0) and D leans on both (0.6, 0.6):
+    MMR's max similarity prefers D (0.6 < 1), the list's mean similarity prefers C (1 < 1.2)."""
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0], [0.6, 0.6, np.sqrt(0.28)]])
+    cat = Catalogue.build(["pad", "A", "B", "C", "D"], v)
+    scores = np.array([3.0, 2.9, 1.0, 1.0])
+    for kind, third in (("max", 4), ("sum", 3)):
+        cfg = RerankConfig(mmr=MMRConfig(0.5, kind))
+        for rr in (GreedyReranker(cat, cfg), ReferenceReranker(cat, cfg)):
+            assert rr.rerank(np.arange(1, 5), scores, 3)[0].tolist() == [1, 2, third]
+
+
+def test_score_order_lists_the_same_items_by_score():
+    cat = random_catalogue(flag_share=0.0)
+    rng = np.random.default_rng(3)
+    cands, scores = rng.choice(np.arange(1, 301), 100, replace=False), rng.normal(size=100)
+    greedy = RerankConfig(mmr=MMRConfig(0.7, "sum"), relevance="probability")
+    a, va = GreedyReranker(cat, greedy).rerank(cands, scores, 20)
+    b, vb = GreedyReranker(cat, greedy.override(order="score")).rerank(cands, scores, 20)
+    assert sorted(a.tolist()) == sorted(b.tolist()) and a.tolist() != b.tolist()
+    assert (np.diff(vb) <= 0).all() and not (np.diff(va) <= 0).all()
+
+
+def test_probability_relevance_is_the_softmax_over_candidates():
+    from liverec.rerank.stage import relevance
+
+    vals = np.array([2.0, 1.0, -1.0])
+    p = relevance(vals, "probability")
+    np.testing.assert_allclose(p, np.exp(vals) / np.exp(vals).sum())
+    assert relevance(np.array([1e4, 0.0]), "probability").tolist() == [1.0, 0.0]  # no overflow
+    with pytest.raises(ConfigError, match="relevance"):
+        RerankConfig(relevance="softmax")
+    with pytest.raises(ConfigError, match="similarity"):
+        MMRConfig(0.3, "mean")
 
 
 def test_no_rules_is_the_score_order():
@@ -155,7 +195,8 @@ def test_override_and_describe():
     off = cfg.override(mmr=None)
     assert off.mmr is None and cfg.mmr is not None
     d = cfg.describe()
-    assert d["mmr"] == {"lam": 0.3} and d["rules"]["deny"] == ["a", "b"]
+    assert d["mmr"] == {"lam": 0.3, "similarity": "max"} and d["rules"]["deny"] == ["a", "b"]
+    assert d["relevance"] == "minmax" and d["order"] == "greedy"
 
 
 def test_categories_from_attributes_takes_the_most_common():

@@ -80,7 +80,10 @@ deployments = st.fixed_dictionaries({
         "allow": st.lists(st.sampled_from(IDS + NEW), min_size=5, max_size=30, unique=True),
         "max_per_category": st.integers(1, 4),
         "attributes": st.just([{"exclude": ["family:f2"]}])}),
-}, optional={"mmr": st.fixed_dictionaries({"lambda": st.sampled_from([0.1, 0.3])}),
+}, optional={"mmr": st.fixed_dictionaries({"lambda": st.sampled_from([0.1, 0.3])}, optional={
+                 "similarity": st.sampled_from(["max", "sum"])}),
+             "relevance": st.sampled_from(["minmax", "probability"]),
+             "order": st.sampled_from(["greedy", "score"]),
              "calibration": st.fixed_dictionaries({"lambda": st.sampled_from([0.1, 0.3])}),
              "exposure": st.fixed_dictionaries({"max_head_share": st.sampled_from([0.3, 1.0]),
                                                 "penalty": st.sampled_from([0.0, 0.2])}),

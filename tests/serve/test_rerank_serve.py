@@ -263,7 +263,8 @@ def test_rerank_route_describes_the_rules(ruled, client):
     assert rules["deny"] == {"name": "deny", "on": True, "locked": True, "detail": "2 ids"}
     assert rules["flags"]["detail"] == "2 items flagged"
     assert rules["attributes"]["locked"] and not rules["mmr"]["locked"]
-    assert rules["mmr"]["detail"] == "lambda 0.2" and not rules["allow"]["on"]
+    assert rules["mmr"]["detail"] == "lambda 0.2, max similarity" and not rules["allow"]["on"]
+    assert d["relevance"] == "minmax" and d["order"] == "greedy"
     assert d["candidates"] == 100 and d["max_candidates"] == 400
     assert d["hidden_items"] == 2 + 1 + 5  # flags 3 and 7, deny 10, family f7
     plain = client.get("/v1/rerank").json()

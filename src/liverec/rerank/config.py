@@ -78,18 +78,33 @@ class HardRules:
         object.__setattr__(self, "category_caps", caps)
 
 
+SIMILARITIES = ("max", "sum")
+RELEVANCES = ("minmax", "probability")
+ORDERS = ("greedy", "score")
+
+
 @dataclass(frozen=True)
 class MMRConfig:
-    """Maximal marginal relevance (Carbonell & Goldstein, SIGIR 1998).
+    """Diversity: each next item maximises ``(1 - lam) * rel(i) - lam * sim(i, list)``.
 
-    Each next item maximises ``(1 - lam) * rel(i) - lam * max_{j in list} cos(v_i, v_j)``.
-    ``lam`` weighs diversity (0 = off). The paper's lambda weighs relevance: paper = 1 - lam.
+    ``similarity="max"``: ``sim = max_{j in list} cos(v_i, v_j)``, maximal marginal relevance
+    (Carbonell & Goldstein, SIGIR 1998; the paper's lambda weighs relevance: paper = 1 - lam).
+    ``similarity="sum"``: ``sim = 2 / (k (k - 1)) * sum_{j in list} cos(v_i, v_j)``, the item's
+    share of the list's mean pairwise similarity, so the greedy list maximises
+    ``(1 - lam) * sum rel + lam * ILD`` (max-sum diversification, Gollapudi & Sharma, WWW
+    2009; ILD = intra-list diversity, the mean pairwise cosine distance). With
+    ``RerankConfig.relevance="probability"`` that is the expected hit rate of the list traded
+    against its ILD. ``lam`` weighs diversity (0 = off).
     """
 
     lam: float = 0.3
+    similarity: str = "max"
 
     def __post_init__(self) -> None:
         _check_weight("mmr lam", self.lam)
+        if self.similarity not in SIMILARITIES:
+            raise ConfigError(f"mmr similarity must be one of {SIMILARITIES}, "
+                              f"got {self.similarity!r}")
 
 
 @dataclass(frozen=True)
@@ -144,6 +159,13 @@ class RerankConfig:
         calibration: category calibration (None = off).
         exposure: head-item cap (None = off).
         n_candidates: how many top-scored items the stage receives (200 by default).
+        relevance: how scores become ``rel``: "minmax" scales them to [0, 1] over the
+            candidates; "probability" is the softmax over the candidates, the model's
+            next-item probabilities for a model trained with full-softmax cross-entropy
+            (``rel`` then sums to 1, so ``sum rel`` over a list is its expected hit rate).
+        order: the final list's order: "greedy" (the order items were picked) or "score"
+            (the picked items by score: the same set, so the same diversity, calibration and
+            exposure, with the likeliest items first).
     """
 
     rules: HardRules = field(default_factory=HardRules)
@@ -151,9 +173,15 @@ class RerankConfig:
     calibration: CalibrationConfig | None = None
     exposure: ExposureConfig | None = None
     n_candidates: int = 200
+    relevance: str = "minmax"
+    order: str = "greedy"
 
     def __post_init__(self) -> None:
         _check_positive_int("n_candidates", self.n_candidates)
+        if self.relevance not in RELEVANCES:
+            raise ConfigError(f"relevance must be one of {RELEVANCES}, got {self.relevance!r}")
+        if self.order not in ORDERS:
+            raise ConfigError(f"order must be one of {ORDERS}, got {self.order!r}")
         total = ((self.mmr.lam if self.mmr else 0.0)
                  + (self.calibration.lam if self.calibration else 0.0)
                  + (self.exposure.penalty if self.exposure else 0.0))

@@ -58,20 +58,27 @@ class ReferenceReranker:
         if k < 1 or not pairs:
             return np.zeros(0, np.int64), np.zeros(0)
         lo, hi = min(v for _, v in pairs), max(v for _, v in pairs)
-        rel = {c: 1.0 if hi == lo else (v - lo) / (hi - lo) for c, v in pairs}
+        if cfg.relevance == "probability":
+            total = sum(math.exp(v - hi) for _, v in pairs)
+            rel = {c: math.exp(v - hi) / total for c, v in pairs}
+        else:
+            rel = {c: 1.0 if hi == lo else (v - lo) / (hi - lo) for c, v in pairs}
         chosen: list[int] = []
         for _ in range(k):
             best, best_gain = None, -math.inf
             for c, _v in pairs:
                 if c in chosen or not self._feasible(c, chosen, k, cfg):
                     continue
-                gain = self._gain(c, rel[c], chosen, history, cfg)
+                gain = self._gain(c, rel[c], chosen, history, cfg, k)
                 if gain > best_gain:
                     best, best_gain = c, gain
             if best is None:
                 break
             chosen.append(best)
         score = dict(pairs)
+        if cfg.order == "score":
+            rank = {c: r for r, (c, _) in enumerate(pairs)}  # pairs are in score order
+            chosen.sort(key=rank.__getitem__)
         return np.array(chosen, dtype=np.int64), np.array([score[c] for c in chosen])
 
     def _feasible(self, c: int, chosen: list[int], k: int, cfg: RerankConfig) -> bool:
@@ -87,7 +94,8 @@ class ReferenceReranker:
                 return False
         return True
 
-    def _gain(self, c: int, rel: float, chosen: list[int], history, cfg: RerankConfig) -> float:
+    def _gain(self, c: int, rel: float, chosen: list[int], history, cfg: RerankConfig,
+              k: int) -> float:
         lam_m = cfg.mmr.lam if cfg.mmr else 0.0
         p = history_mix(self.catalogue, history) if cfg.calibration else {}
         lam_c = cfg.calibration.lam if p else 0.0
@@ -97,7 +105,10 @@ class ReferenceReranker:
             pop = self.catalogue.popularity
             top = math.log1p(max(pop)) if len(pop) else 0.0
             gain -= lam_p * (math.log1p(pop[c]) / top if top > 0 else 0.0)
-        if lam_m > 0 and chosen:
+        if lam_m > 0 and chosen and cfg.mmr.similarity == "sum":
+            pair_share = 2.0 / (k * (k - 1))  # one pair's share of the list's mean similarity
+            gain -= lam_m * pair_share * sum(self._cosine(c, j) for j in chosen)
+        elif lam_m > 0 and chosen:
             gain -= lam_m * max(self._cosine(c, j) for j in chosen)
         if p:
             gain -= lam_c * self._kl(p, chosen + [c], cfg.calibration.alpha)

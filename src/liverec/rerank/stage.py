@@ -9,13 +9,16 @@ Order of work for one request (C candidates, k slots, D vector size, G categorie
    any soft objective can bring them back;
 3. greedy selection, k steps: among the feasible candidates (category caps and the head-item cap
    not yet reached) take the one with the largest
-   ``(1 - lam_mmr - lam_cal - lam_pop) * rel - lam_mmr * maxsim - lam_cal * KL - lam_pop * pop~``,
+   ``(1 - lam_mmr - lam_cal - lam_pop) * rel - lam_mmr * sim - lam_cal * KL - lam_pop * pop~``,
    ties to the earlier (better-scored) candidate. ``rel`` is the score min-max scaled to [0, 1]
-   over the candidates left after step 2; ``maxsim`` is the largest cosine to an item already
-   listed (MMR, 0 for the first pick); ``KL`` is Steck's miscalibration of the list with the
+   (or, with ``relevance="probability"``, the softmax) over the candidates left after step 2;
+   ``sim`` is the largest cosine to an item already listed (MMR, 0 for the first pick) or, with
+   ``similarity="sum"``, ``2 / (k (k - 1))`` times the sum of those cosines (max-sum
+   diversification of the list's ILD); ``KL`` is Steck's miscalibration of the list with the
    item added; ``pop~`` is the item's log popularity scaled to [0, 1] (exposure penalty). With
    one objective on, this is exactly MMR (Carbonell & Goldstein 1998) or calibrated
-   recommendations (Steck 2018); with none, it is the score order under the caps.
+   recommendations (Steck 2018); with none, it is the score order under the caps;
+4. ``order="score"`` lists the picked items by score (same set), else in the order picked.
 
 Cost: O(C log C + k (C D + G)) per request, no loop over the catalogue. ``GreedyReranker`` is the
 vectorised path; ``ReferenceReranker`` does the same with plain Python loops; tests compare them.
@@ -81,12 +84,22 @@ def prepare(catalogue: Catalogue, candidates, scores) -> tuple[IntArray, np.ndar
     return cands, vals
 
 
-def relevance(vals: np.ndarray) -> np.ndarray:
-    """Scores min-max scaled to [0, 1]; all equal -> all 1. (C,) -> (C,)."""
+def relevance(vals: np.ndarray, kind: str = "minmax") -> np.ndarray:
+    """(C,) scores -> (C,) relevance. "minmax": scaled to [0, 1], all equal -> all 1;
+    "probability": the softmax over the candidates (sums to 1)."""
     if not len(vals):
         return vals
-    lo, hi = vals.min(), vals.max()
+    hi = vals.max()
+    if kind == "probability":
+        e = np.exp(vals - hi)
+        return e / e.sum()
+    lo = vals.min()
     return np.ones_like(vals) if hi == lo else (vals - lo) / (hi - lo)
+
+
+def sum_weight(k: int) -> float:
+    """``2 / (k (k - 1))``: one pair's share of a k-item list's mean pairwise similarity."""
+    return 2.0 / (k * (k - 1)) if k > 1 else 0.0
 
 
 def history_mix(catalogue: Catalogue, history) -> dict[int, float]:
@@ -143,18 +156,23 @@ class GreedyReranker:
         cands, vals = cands[ok], vals[ok]
         if k < 1 or not len(cands):
             return cands[:0], vals[:0]
-        pick = self._select(cands, relevance(vals), k, history, cfg)
+        pick = self._select(cands, relevance(vals, cfg.relevance), k, history, cfg)
+        if cfg.order == "score":  # candidates are in score order, so index order is score order
+            pick = sorted(pick)
         return cands[pick], vals[pick]
 
     def _select(self, cands, rel, k, history, cfg: RerankConfig) -> list[int]:
         lam_m = cfg.mmr.lam if cfg.mmr else 0.0
+        summed = bool(cfg.mmr) and cfg.mmr.similarity == "sum"
+        if summed:
+            lam_m *= sum_weight(k)  # the penalty's weight; relevance keeps 1 - mmr.lam below
         p = history_mix(self.catalogue, history) if cfg.calibration else {}
         lam_c = cfg.calibration.lam if p else 0.0
         exp = cfg.exposure
         lam_p = exp.penalty if exp else 0.0
         cats = self.catalogue.categories[cands]  # (C,)
         # base gain, -inf once a candidate is listed or blocked by a cap (blocks only grow)
-        base = (1.0 - lam_m - lam_c - lam_p) * rel  # (C,)
+        base = (1.0 - (cfg.mmr.lam if cfg.mmr else 0.0) - lam_c - lam_p) * rel  # (C,)
         if lam_p:
             base -= lam_p * self._pop_norm[cands]
         capped = cfg.rules.max_per_category is not None or bool(cfg.rules.category_caps)
@@ -204,7 +222,9 @@ class GreedyReranker:
                     base[head] = -np.inf
             if unit is not None:
                 sims = unit @ (lam_m * unit[i])  # (C,)
-                if step:
+                if summed:
+                    penalty += sims
+                elif step:
                     np.maximum(penalty, sims, out=penalty)
                 else:
                     penalty = sims

@@ -255,10 +255,10 @@ class RerankView:
                     max_per_category=cap,
                     category_caps=tuple((self.names[c], n) for c, n in caps.items()
                                         if c in self.names)),
-                mmr=MMRConfig(mmr) if mmr > 0 else None,
+                mmr=MMRConfig(mmr, f.mmr.similarity if f.mmr else "max") if mmr > 0 else None,
                 calibration=CalibrationConfig(cal, alpha) if cal > 0 else None,
                 exposure=ExposureConfig(head, share, pen) if "exposure" in on else None,
-                n_candidates=f.candidates)
+                n_candidates=f.candidates, relevance=f.relevance, order=f.order)
         exposure = "exposure" in on
         info = {"applied": [n for n in RULES if n in on and (n != "deny" or r.deny)],
                 "switched_off": [n for n in RULES if n in off],
@@ -400,7 +400,7 @@ class RerankView:
             "attributes": count(len(r.attributes), "filter"),
             "category_caps": f"at most {r.max_per_category} per category"
             if r.max_per_category else count(len(r.category_caps), "category cap"),
-            "mmr": f"lambda {f.mmr.lam:g}" if f.mmr else "",
+            "mmr": f"lambda {f.mmr.lam:g}, {f.mmr.similarity} similarity" if f.mmr else "",
             "calibration": f"lambda {f.calibration.lam:g}" if f.calibration else "",
             "exposure": f"head {f.exposure.head_fraction:g}: at most "
                         f"{f.exposure.max_head_share:g} of a list, penalty "
@@ -408,4 +408,5 @@ class RerankView:
         rules = [{"name": n, "on": n in self.configured, "locked": n in self.locked,
                   "detail": detail[n] if n in self.configured else ""} for n in RULES]
         return {"rules": rules, "candidates": f.candidates, "max_candidates": f.pool_limit(),
+                "relevance": f.relevance, "order": f.order,
                 "hidden_items": int(len(self.locked_hidden()))}

@@ -8,6 +8,8 @@ The deployment's rules come from a JSON or TOML file (``liverec serve RUN --rera
     max_candidates = 800        # a list the rules leave short re-ranks a wider pool, up to
                                 # this (default 4 x candidates; = candidates: never wider)
     locked = ["allow"]          # rules a request may not switch off (flags and deny never can)
+    relevance = "probability"   # scores -> relevance: "minmax" (default) or the softmax
+    order = "score"             # final order: "greedy" (as picked, default) or by score
 
     [rules]
     deny = ["B0001"]            # item ids never shown
@@ -18,6 +20,7 @@ The deployment's rules come from a JSON or TOML file (``liverec serve RUN --rera
 
     [mmr]
     lambda = 0.3                # diversity weight (Carbonell & Goldstein 1998)
+    similarity = "sum"          # "max": MMR; "sum": the list's ILD (max-sum diversification)
 
     [calibration]
     lambda = 0.2                # category calibration to the history (Steck 2018)
@@ -83,6 +86,7 @@ class RulesFile(_File):
 
 class MMRFile(_File):
     lam: _Weight = Field(0.3, alias="lambda")
+    similarity: Literal["max", "sum"] = "max"
 
 
 class CalibrationFile(_File):
@@ -102,6 +106,8 @@ class RerankFile(_File):
     candidates: int = Field(200, ge=1, le=10_000)
     max_candidates: int | None = Field(None, ge=1, le=100_000)
     locked: list[SwitchableRule] = Field(default_factory=list)
+    relevance: Literal["minmax", "probability"] = "minmax"
+    order: Literal["greedy", "score"] = "greedy"
     rules: RulesFile = Field(default_factory=RulesFile)
     mmr: MMRFile | None = None
     calibration: CalibrationFile | None = None

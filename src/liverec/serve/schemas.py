@@ -344,6 +344,11 @@ class RerankRulesOut(BaseModel):
                                             "pool, up to this many")
     hidden_items: int = Field(description="items no request can show now (flagged, denied, "
                                           "locked rules)")
+    relevance: Literal["minmax", "probability"] = Field(
+        description="how scores become relevance: min-max scaled, or the softmax over the "
+                    "candidates")
+    order: Literal["greedy", "score"] = Field(
+        description="the final list's order: as the stage picked the items, or by score")
 
 
 class ModelCardOut(BaseModel):

@@ -118,8 +118,10 @@ async function loadRules() {
       el("span", {}, r.name.replace("_", " ")),
       el("span", { class: "detail" }, r.locked ? `${detail} · always` : detail)));
   }));
+  const relevance = d.relevance === "probability" ? "model probability" : "min-max score";
+  const order = d.order === "score" ? "listed by score" : "listed as picked";
   $("rules-hidden").textContent = `${d.hidden_items} items hidden (flagged or denied); ` +
-    `the stage re-ranks the top ${d.candidates}.`;
+    `the stage re-ranks the top ${d.candidates} (relevance: ${relevance}; ${order}).`;
 }
 
 function renderApplied(info) {
