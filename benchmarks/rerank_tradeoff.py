@@ -114,7 +114,7 @@ def settings() -> dict[str, RerankConfig | Setting]:
         for lam in (0.5, 0.6, 0.7):
             out[f"mmr top-{pool} pool {lam}"] = Setting(RerankConfig(mmr=MMRConfig(lam)),
                                                        pool=pool)
-    for q in (0.35, 0.4, 0.45):
+    for q in (0.31, 0.32, 0.33, 0.34, 0.35, 0.4, 0.45):
         out[f"exposure penalty {q}"] = Setting(
             RerankConfig(exposure=ExposureConfig(penalty=q)), "exposure")
     # round 3: the same picks listed by score (the set, hence diversity, is unchanged), and
@@ -128,7 +128,7 @@ def settings() -> dict[str, RerankConfig | Setting]:
     return out
 
 
-ILD_LAMBDAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+ILD_LAMBDAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def sharpen(vals: np.ndarray, temp: float | None) -> np.ndarray:
@@ -421,14 +421,12 @@ def render(p: dict) -> str:
             lines.append(f"- {what}: `{n}` {base[metric]:.3f} -> {rows[n][metric]:.3f} "
                          f"({rows[n][metric] / base[metric] - 1:+.1%}), NDCG kept "
                          f"{v[n]['ndcg_kept']:.1%}.")
-    lines += ["", "Why per-user re-ranking hardly moves the exposure Gini: it is taken over all "
-              f"{p.get('n_items', 0):,} items, and without re-ranking {1 - base['coverage']:.0%} "
-              "of them are in no list at all (coverage "
-              f"{base['coverage']:.3f}); re-ranking each user's own top-{p['candidates']} alone "
-              "can only reorder what the model already ranks high, so it shifts exposure among "
-              "the items near the head rather than to the never-listed tail. A cross-user "
-              "exposure budget (the 'exposure budget' rows) spreads the slots over more items.",
-              ""]
+    lines += ["", f"The exposure Gini is taken over all {p.get('n_items', 0):,} items; without "
+              f"re-ranking {1 - base['coverage']:.0%} of them are in no list at all (coverage "
+              f"{base['coverage']:.3f}). Re-ranking each user's own top-{p['candidates']} can "
+              "only reorder what the model already ranks high, so the Gini moves only as far as "
+              "the candidates reach into the tail; a cross-user exposure budget (the 'exposure "
+              "budget' rows) spreads the slots over more items.", ""]
     budget = [n for n in rows if rows[n].get("budget") is not None]
     if budget:
         lines += [f"Budgets: {p.get('budget', '')}.", "",
