@@ -201,6 +201,10 @@ class TrainConfig:
     weight_decay: float = 0.01
     momentum: float = 0.9  # sgd only
     batch_size: int = 128
+    # data-adaptive batch size: 0 = off; else batch_size is halved (down to 16) until an epoch
+    # has at least this many steps, so a small dataset gets as many updates per epoch as the
+    # early-stopping patience (in epochs) assumes (liverec.train.batches.resolve_batch_size)
+    min_steps_per_epoch: int = 0
     epochs: int = 30
     warmup_steps: int = 100
     schedule: Schedule = "cosine"  # cosine | constant
@@ -227,7 +231,8 @@ class TrainConfig:
         _validate(self, "train", {
             "lr": _GE0, "weight_decay": _GE0, "momentum": _UNIT_OPEN, "batch_size": _GE1,
             "epochs": _GE1, "warmup_steps": _GE0, "min_lr_ratio": _UNIT, "grad_clip": _GE0,
-            "patience": _GE1, "eval_every": _GE1, "num_threads": _GE0, "max_time_s": _GE0})
+            "patience": _GE1, "eval_every": _GE1, "num_threads": _GE0, "max_time_s": _GE0,
+            "min_steps_per_epoch": _GE0})
         monitor = str(self.monitor).strip().lower()
         if monitor != "auto" and not re.fullmatch(rf"({'|'.join(METRICS)})@[1-9][0-9]*", monitor):
             raise ConfigError(f"train.monitor: {self.monitor!r} is not a metric; use "

@@ -70,3 +70,22 @@ def test_batches_cover_every_target_once(known_answer_data):
     for b in tb:  # input is target shifted by one
         assert torch.equal(b["input"][:, 1:][b["target"][:, :-1] != 0],
                            b["target"][:, :-1][b["target"][:, :-1] != 0])
+
+
+def test_batch_size_follows_the_data_when_asked():
+    """train.min_steps_per_epoch halves the batch (not below 16) until an epoch has that many
+    steps; 0 keeps the configured size."""
+    from liverec.config import RunConfig, TrainConfig
+    from liverec.train.batches import resolve_batch_size
+
+    def size(n, m, b=128):
+        return resolve_batch_size(RunConfig(train=TrainConfig(batch_size=b,
+                                                              min_steps_per_epoch=m)), n)
+
+    assert size(22_363, 32)[0].train.batch_size == 128  # Beauty: 175 steps already
+    cfg, info = size(1_090, 32)  # LastFM: 9 steps at 128 -> 35 at 32
+    assert cfg.train.batch_size == 32 and info["steps_per_epoch"] == 35
+    assert info["configured"] == 128 and cfg.train.min_steps_per_epoch == 32
+    assert size(100, 32)[0].train.batch_size == 16  # never below 16
+    assert size(1_090, 0)[0].train.batch_size == 128  # off
+    assert size(1_090, 32, b=8)[0].train.batch_size == 8  # never raised

@@ -58,7 +58,7 @@ from liverec.logs import progress_enabled
 from liverec.model.artifact import mark_complete, mark_incomplete, save_artifact
 from liverec.model.health import nonfinite_parameters, score_check
 from liverec.model.repeat import fit_repeat_for_run
-from liverec.train.batches import TrainBatches
+from liverec.train.batches import TrainBatches, resolve_batch_size
 from liverec.train.checkpoint import (
     CHECKPOINT,
     load_checkpoint,
@@ -179,12 +179,14 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
             at all; ``out_dir`` is then left without its marker, so not loadable.
         ConfigError: an unknown setting, or no epoch validated before the run stopped.
     """
-    tc = cfg.train
-    seed_everything(tc.seed)
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
+    seed_everything(cfg.train.seed)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
     # eval.protocol "auto": masked or repeat-aware from the training split's repeat rate
     cfg, protocol_choice = resolve_protocol(cfg, prepared)
+    # train.min_steps_per_epoch: a smaller batch for a small dataset
+    cfg, batch_choice = resolve_batch_size(cfg, len(prepared.train_sequences()))
+    tc = cfg.train
     ctx = env_context()
     device = select_device(tc.device, ctx)
     with process_group(ctx, device):
@@ -207,7 +209,8 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
         elif ctx.is_main:
             # no completion marker yet: finish() writes it once a finite epoch was kept
             save_artifact(out_dir, cfg, model, catalogue_with_counts(prepared), complete=None,
-                          extra={"protocol_choice": protocol_choice})
+                          extra={"protocol_choice": protocol_choice,
+                                 "batch_choice": batch_choice})
         if ctx.rank:  # other dropout masks than rank 0's (rank 0 keeps the one-process stream)
             torch.manual_seed(tc.seed + 1000 * run.epoch + ctx.rank)
         net = wrap_ddp(model, ctx, device)
@@ -258,6 +261,8 @@ def fit(model: torch.nn.Module, prepared: Prepared, tc: TrainConfig, epochs: int
     epochs = tc.epochs if epochs is None else epochs
     tc = dataclasses.replace(tc, epochs=max(epochs, 1))
     cfg = RunConfig(model=model.cfg, train=tc, eval=EvalConfig(ks=tuple(ks)))
+    cfg, _ = resolve_batch_size(cfg, len(prepared.train_sequences()))
+    tc = cfg.train
     seed_everything(tc.seed)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
