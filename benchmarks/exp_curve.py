@@ -27,6 +27,8 @@ def main() -> None:
     ap.add_argument("--default", type=Path, default=OUT / "quality_beauty_sasrec.json")
     ap.add_argument("--out", required=True)
     ap.add_argument("--run", type=Path, help="the finished run: its metrics.json gives test")
+    ap.add_argument("--config", default="configs/beauty/sasrec.json",
+                    help="the config file the experiment overrides (for the report)")
     ap.add_argument("--extra-log", type=Path, action="append", default=[],
                     help="a later log of the same run (after --resume); later epochs win")
     args = ap.parse_args()
@@ -40,7 +42,8 @@ def main() -> None:
         metrics = json.loads((args.run / "metrics.json").read_text())
         test = {"experiment": metrics["model"]["test"], "default": default["test"],
                 "training_s": metrics.get("training", {}).get("wall_s"),
-                "best_epoch": metrics.get("training", {}).get("best_epoch")}
+                "best_epoch": metrics.get("training", {}).get("best_epoch"),
+                "stopped": metrics.get("training", {}).get("stopped", "")}
     base = {e["epoch"]: e["valid"]["ndcg@10"]
             for e in default["train"]["epochs"] if "valid" in e}
     rows = [{"epoch": k, "experiment": v["ndcg@10"], "default": base.get(k),
@@ -56,7 +59,7 @@ def main() -> None:
                "ratio_same_epochs": best_exp / best_base_same}
     (OUT / f"{args.out}.json").write_text(json.dumps({"summary": summary, "test": test,
                                                       "epochs": rows}, indent=2) + "\n")
-    lines = [f"# Experiment: {args.what} (Beauty, configs/beauty/sasrec.json otherwise)", ""]
+    lines = [f"# Experiment: {args.what} (Beauty, {args.config} otherwise)", ""]
     if test is None:
         lines += [f"Stopped at epoch {last['epoch']} (CPU time); validation NDCG@10, full "
                   f"ranking. Best so far {best_exp:.4f} against the default's "
@@ -66,7 +69,8 @@ def main() -> None:
                   "measured (the run did not finish).", ""]
     else:
         e, d = test["experiment"], test["default"]
-        lines += [f"Trained to early stop at epoch {last['epoch']} (best validation epoch "
+        how = "to early stop" if "early" in (test["stopped"] or "") else "to its last epoch"
+        lines += [f"Trained {how} ({last['epoch']}; best validation epoch "
                   f"{test['best_epoch']}, {test['training_s'] or 0:,.0f} s of training on one "
                   f"thread); best validation NDCG@10 {best_exp:.4f} against the default's "
                   f"{summary['best_valid_ndcg10_default_full_run']:.4f} (full run).", "",

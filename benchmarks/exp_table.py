@@ -1,0 +1,77 @@
+"""Issue 15's experiment log as one table, built from the result files (no number typed in).
+
+    python benchmarks/exp_table.py   # -> benchmarks/results/experiments_issue15.md
+
+Rows: every ``lastfm_default*.json`` (3 seeds each: mean ± sd of test NDCG@20 / HR@20, mean
+training seconds per seed, the overrides of configs/lastfm/sasrec.json) and every
+``exp_beauty_*.json`` that has test metrics (one run: test NDCG@20 / HR@20, best validation
+NDCG@10, training seconds), beside the Beauty references (the id default,
+quality_beauty_sasrec.json; the id + text fusion model, text_bench_beauty.json) and the targets.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+TARGETS = {"beauty, id": (0.0705, 0.1403), "beauty, text": (0.0726, 0.1445),
+           "lastfm": (0.0589, 0.1238)}
+
+
+def lastfm_rows() -> list[str]:
+    rows = []
+    for path in sorted(RESULTS.glob("lastfm_default*.json")):
+        d = json.loads(path.read_text())
+        n, h = d["summary"]["ndcg@20"], d["summary"]["hr@20"]
+        secs = sum(r["train"]["wall_s"] for r in d["runs"]) / len(d["runs"])
+        what = ", ".join(d["overrides"]) or "the default (configs/lastfm/sasrec.json)"
+        rows.append(f"| LastFM | {what} | {n['mean']:.4f} ± {n['std']:.4f} | "
+                    f"{h['mean']:.4f} ± {h['std']:.4f} | "
+                    f"{d['valid_summary']['ndcg@20']['mean']:.4f} (NDCG@20) | "
+                    f"{secs:,.0f} s / seed | `{path.stem}.md` |")
+    return rows
+
+
+def beauty_rows() -> list[str]:
+    q = json.loads((RESULTS / "quality_beauty_sasrec.json").read_text())
+    best = max(e["valid"]["ndcg@10"] for e in q["train"]["epochs"] if "valid" in e)
+    rows = [f"| Beauty | the id default (configs/beauty/sasrec.json) | "
+            f"{q['test']['ndcg@20']:.4f} | {q['test']['hr@20']:.4f} | {best:.4f} | | "
+            "`quality_beauty_sasrec.md` |"]
+    text = json.loads((RESULTS / "text_bench_beauty.json").read_text())["quality"]["fusion"]
+    rows.append(f"| Beauty | id + text fusion (configs/beauty/text_fusion.json, "
+                f"{', '.join(text['overrides'])}) | {text['test']['ndcg@20']:.4f} | "
+                f"{text['test']['hr@20']:.4f} | {text['valid']['ndcg@10']:.4f} | "
+                f"{text['wall_s']:,.0f} s | `text_bench_beauty.md` |")
+    for path in sorted(RESULTS.glob("exp_beauty_*.json")):
+        d = json.loads(path.read_text())
+        if not d.get("test"):  # stopped before the end: its best validation so far
+            rows.append(f"| Beauty | {d['summary']['what']} | not run | | "
+                        f"{d['summary']['best_valid_ndcg10_experiment']:.4f} (epoch "
+                        f"{d['summary']['epochs_reached']}, stopped) | | `{path.stem}.md` |")
+            continue
+        t = d["test"]["experiment"]
+        rows.append(f"| Beauty | {d['summary']['what']} | {t['ndcg@20']:.4f} | {t['hr@20']:.4f} | "
+                    f"{d['summary']['best_valid_ndcg10_experiment']:.4f} | "
+                    f"{d['test']['training_s'] or 0:,.0f} s | `{path.stem}.md` |")
+    return rows
+
+
+def main() -> None:
+    lines = ["# Issue 15: experiments (kept or not), one row each", "",
+             "Test metrics: full ranking over every item, history masked, test split. Validation: "
+             "the best epoch's validation metric (NDCG@10 for Beauty runs, NDCG@20 mean over "
+             "seeds for LastFM). Time: training wall-clock on one thread of the shared 2-core "
+             "machine (other jobs ran beside most of these, so compare times loosely; the "
+             "LastFM default's seeds ran beside four helpers).", "",
+             "Targets (issue 15): " + "; ".join(f"{k} NDCG@20 >= {n} and HR@20 >= {h}"
+                                                for k, (n, h) in TARGETS.items()) + ".", "",
+             "| data | what | test NDCG@20 | test HR@20 | validation | time | file |",
+             "|---|---|---|---|---|---|---|", *beauty_rows(), *lastfm_rows(), ""]
+    (RESULTS / "experiments_issue15.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
