@@ -30,7 +30,7 @@ DataFormat = Literal["s3rec", "pairs", "csv", "tsv", "parquet", "movielens"]
 SplitKind = Literal["leave_one_out", "temporal"]
 ModelName = Literal["sasrec"]
 Loss = Literal["ce", "sampled"]
-ItemRepr = Literal["id", "mixed", "pq", "text", "fusion"]
+ItemRepr = Literal["id", "mixed", "pq", "text", "fusion", "auto"]
 Adaptor = Literal["linear", "moe"]
 Fusion = Literal["sum", "gate"]
 Finetune = Literal["full", "lora", "adaptor"]
@@ -142,6 +142,9 @@ class ModelConfig:
     # item representation (model/items.py registry): "id", "mixed" (id, frequency-aware
     # dims), "pq" (id, product-quantized), "text" (frozen LM vectors through a trainable
     # adaptor) or "fusion" (id + text)
+    # "auto": "fusion" when the catalogue has item text (a title or text for at least half of
+    # its items; anonymised attribute ids alone are not language), else "id" (resolved at train
+    # time by liverec.train.setup.resolve_item_repr; a run's config.json holds the choice)
     item_repr: ItemRepr = "id"
     text_encoder: str = "minilm"  # text/encoder.py registry name, or a sentence-transformers name
     text_template: str = "{title}. {text}. {attributes}"

@@ -89,3 +89,24 @@ def test_batch_size_follows_the_data_when_asked():
     assert size(100, 32)[0].train.batch_size == 16  # never below 16
     assert size(1_090, 0)[0].train.batch_size == 128  # off
     assert size(1_090, 32, b=8)[0].train.batch_size == 8  # never raised
+
+
+def test_item_repr_auto_uses_text_when_the_catalogue_has_it():
+    import polars as pl
+    import pytest
+
+    from liverec.config import ModelConfig
+    from liverec.model import build_model
+    from liverec.train.setup import resolve_item_repr
+
+    auto = ModelConfig(item_repr="auto", n_items=4)
+    titled = pl.DataFrame({"item": ["a", "b", "c", "d"],
+                           "title": ["Red lipstick", "", None, "Soap"], "text": ["", "", "", ""],
+                           "attributes": [["1"], ["2"], [], []]})
+    assert resolve_item_repr(auto, titled).item_repr == "fusion"  # 2 of 4 have a title
+    ids_only = titled.with_columns(pl.lit("").alias("title"))  # attribute ids are not text
+    assert resolve_item_repr(auto, ids_only).item_repr == "id"
+    assert resolve_item_repr(auto, titled.drop("title", "text")).item_repr == "id"
+    assert resolve_item_repr(ModelConfig(item_repr="text"), ids_only).item_repr == "text"
+    with pytest.raises(ValueError, match="auto"):
+        build_model(auto)

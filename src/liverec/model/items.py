@@ -175,6 +175,10 @@ ITEM_EMBEDDERS = {"id": IdItemEmbedder, "mixed": MixedDimItemEmbedder, "pq": PQI
 def build_item_embedder(cfg: ModelConfig) -> nn.Module:
     """The item representation named by ``cfg.item_repr`` ("id", "mixed", "pq", "text",
     "fusion")."""
+    if cfg.item_repr == "auto":
+        raise ValueError("item_repr 'auto' is chosen from the catalogue at train time "
+                         "(liverec.train.setup.resolve_item_repr); build a model from a "
+                         "concrete one")
     if cfg.item_repr not in ITEM_EMBEDDERS:
         raise ValueError(f"unknown item_repr {cfg.item_repr!r}; known: {sorted(ITEM_EMBEDDERS)}")
     return ITEM_EMBEDDERS[cfg.item_repr](cfg)

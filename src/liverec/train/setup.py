@@ -36,6 +36,27 @@ def catalogue_text_vectors(cfg: ModelConfig, items: pl.DataFrame) -> np.ndarray:
     return encode_cached(build_encoder(cfg.text_encoder), texts)
 
 
+TEXT_SHARE = 0.5  # item_repr "auto" picks fusion when at least this share of items has text
+
+
+def resolve_item_repr(cfg: ModelConfig, items: pl.DataFrame) -> ModelConfig:
+    """``cfg`` with ``item_repr="auto"`` resolved from the catalogue: "fusion" when at least
+    :data:`TEXT_SHARE` of its items have a non-empty ``title`` or ``text`` (attribute ids alone
+    do not count: S3-Rec's are anonymised numbers), else "id". Other values pass unchanged.
+    Logged at INFO."""
+    if cfg.item_repr != "auto":
+        return cfg
+    has = pl.lit(False)
+    for col in ("title", "text"):
+        if col in items.columns:
+            has = has | (pl.col(col).cast(pl.Utf8).fill_null("").str.strip_chars() != "")
+    share = float(items.select(has.mean()).item() or 0.0) if items.height else 0.0
+    choice = "fusion" if share >= TEXT_SHARE else "id"
+    log.info("item_repr auto -> %s: %.0f%% of %d items have a title or text (fusion from %.0f%%)",
+             choice, 100 * share, items.height, 100 * TEXT_SHARE)
+    return dataclasses.replace(cfg, item_repr=choice)
+
+
 def build_for_training(cfg: RunConfig, prepared: Prepared, out_dir: Path,
                        init_state: dict[str, torch.Tensor] | None = None,
                        ) -> tuple[RunConfig, torch.nn.Module, dict]:
@@ -50,7 +71,8 @@ def build_for_training(cfg: RunConfig, prepared: Prepared, out_dir: Path,
     Returns:
         (completed config, model, parameter stats {"n_parameters", "n_trainable", ...}).
     """
-    mcfg = dataclasses.replace(cfg.model, n_items=prepared.vocab.n_items)
+    mcfg = resolve_item_repr(dataclasses.replace(cfg.model, n_items=prepared.vocab.n_items),
+                             prepared.items)
     vectors = None
     if uses_text(mcfg):
         vectors = catalogue_text_vectors(mcfg, prepared.items)  # (N, E)
