@@ -71,9 +71,11 @@ def summary(values: list[float]) -> dict:
 def render(p: dict) -> str:
     s, runs = p["summary"], p["runs"]
     c = runs[0]["protocol_choice"]
+    about = {CONFIG: " (configs/beauty/sasrec.json's settings, data source changed only)",
+             "configs/default.json": " (the one default recipe for every dataset)"}
     lines = [f"# LastFM, the default config over {len(runs)} seeds (commit {p['commit']})\n",
-             f"Command: `{p['command']}`; config `{p['config']}` (configs/beauty/sasrec.json's "
-             f"settings, data source changed only) {' '.join(p['overrides'])}; "
+             f"Command: `{p['command']}`; config `{p['config']}`{about.get(p['config'], '')} "
+             f"{' '.join(p['overrides'])}; "
              f"{p['machine']['threads']} thread(s), torch {p['machine']['torch']}.\n",
              f"Data: {runs[0]['data']['users']:,} users, {runs[0]['data']['items']:,} items, "
              f"{runs[0]['data']['interactions']:,} interactions; training-split repeat rate "

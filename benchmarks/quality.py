@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -55,6 +56,14 @@ def api_check(run_dir: Path, prepared) -> dict:
     return all_metrics(np.array(ranks), (20,))
 
 
+def trained(run_dir: Path) -> SimpleNamespace:
+    """The training figures of a finished run (its train_log.json), as ``train`` returns them."""
+    log = json.loads((run_dir / "train_log.json").read_text())
+    return SimpleNamespace(wall_s=log["wall_s"], best_epoch=log["best_epoch"],
+                           time_to_best_s=log["time_to_best_s"], stopped=log["stopped"],
+                           epochs=log["epochs"], n_parameters=log["n_parameters"])
+
+
 def git_commit() -> str:
     try:
         return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
@@ -68,17 +77,20 @@ def main() -> int:
     ap.add_argument("--out", help="run directory (default runs/<config stem>)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--tag", default="", help="suffix for the results file")
+    ap.add_argument("--run", help="a run already trained from this config (e.g. by `liverec "
+                    "train --config ...`): evaluated and API-checked, not trained again; its "
+                    "train_log.json gives the training figures")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from liverec.config import apply_overrides
 
     cfg = apply_overrides(load_config(args.config), args.overrides)
     name = Path(args.config).parent.name + "_" + Path(args.config).stem + args.tag
-    out = Path(args.out or f"runs/{name}")
+    out = Path(args.run or args.out or f"runs/{name}")
     t0 = time.perf_counter()
     prepared = load_and_prepare(cfg.data)
     prep_s = time.perf_counter() - t0
-    result = train(cfg, prepared, out)
+    result = trained(out) if args.run else train(cfg, prepared, out)
     metrics = evaluate_run(out)
     api = api_check(out, prepared)
     test = metrics["model"]["test"]
