@@ -25,7 +25,7 @@ def lastfm_rows() -> list[str]:
         d = json.loads(path.read_text())
         n, h = d["summary"]["ndcg@20"], d["summary"]["hr@20"]
         secs = sum(r["train"]["wall_s"] for r in d["runs"]) / len(d["runs"])
-        what = ", ".join(d["overrides"]) or "the default (configs/lastfm/sasrec.json)"
+        what = ", ".join([f"`{d['config']}`", *d["overrides"]])
         rows.append(f"| LastFM | {what} | {n['mean']:.4f} ± {n['std']:.4f} | "
                     f"{h['mean']:.4f} ± {h['std']:.4f} | "
                     f"{d['valid_summary']['ndcg@20']['mean']:.4f} (NDCG@20) | "
@@ -64,7 +64,9 @@ def main() -> None:
              "the best epoch's validation metric (NDCG@10 for Beauty runs, NDCG@20 mean over "
              "seeds for LastFM). Time: training wall-clock on one thread of the shared 2-core "
              "machine (other jobs ran beside most of these, so compare times loosely; the "
-             "LastFM default's seeds ran beside four helpers).", "",
+             "LastFM default's seeds ran beside four helpers). LastFM rows on configs/default.json "
+             "made before it had train.min_patience_steps (the patience-8, patience-20 and "
+             "dropout-0.3 rows) ran with patience 8 unless their overrides say otherwise.", "",
              "Targets (issue 15): " + "; ".join(f"{k} NDCG@20 >= {n} and HR@20 >= {h}"
                                                 for k, (n, h) in TARGETS.items()) + ".", "",
              "| data | what | test NDCG@20 | test HR@20 | validation | time | file |",

@@ -214,6 +214,10 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     patience: int = 5  # evaluations without improvement of `monitor` before stopping
+    # data-adaptive patience: 0 = off; else patience is raised (never lowered) to cover at
+    # least this many optimiser steps (a small dataset's epochs are few steps, its validation
+    # noisy), resolved with the batch size (liverec.train.batches.resolve_batch_size)
+    min_patience_steps: int = 0
     # the validation metric that picks the best epoch and drives early stopping: "ndcg@K",
     # "hr@K" or "mrr@K" with K in eval.ks (case-insensitive); "auto" = ndcg@10 when 10 is in
     # eval.ks, else ndcg at the smallest K of eval.ks
@@ -235,7 +239,7 @@ class TrainConfig:
             "lr": _GE0, "weight_decay": _GE0, "momentum": _UNIT_OPEN, "batch_size": _GE1,
             "epochs": _GE1, "warmup_steps": _GE0, "min_lr_ratio": _UNIT, "grad_clip": _GE0,
             "patience": _GE1, "eval_every": _GE1, "num_threads": _GE0, "max_time_s": _GE0,
-            "min_steps_per_epoch": _GE0})
+            "min_steps_per_epoch": _GE0, "min_patience_steps": _GE0})
         monitor = str(self.monitor).strip().lower()
         if monitor != "auto" and not re.fullmatch(rf"({'|'.join(METRICS)})@[1-9][0-9]*", monitor):
             raise ConfigError(f"train.monitor: {self.monitor!r} is not a metric; use "

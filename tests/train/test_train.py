@@ -91,6 +91,21 @@ def test_batch_size_follows_the_data_when_asked():
     assert size(1_090, 32, b=8)[0].train.batch_size == 8  # never raised
 
 
+def test_patience_covers_a_number_of_steps_when_asked():
+    from liverec.config import RunConfig, TrainConfig
+    from liverec.train.batches import resolve_batch_size
+
+    def patience(n, steps, p=8, every=1):
+        tc = TrainConfig(min_steps_per_epoch=64, patience=p, min_patience_steps=steps,
+                         eval_every=every)
+        return resolve_batch_size(RunConfig(train=tc), n)[0].train.patience
+
+    assert patience(22_363, 1_400) == 8  # Beauty: 8 epochs of 175 steps already
+    assert patience(1_090, 1_400) == 21  # LastFM: batch 16, 69 steps per epoch
+    assert patience(1_090, 1_400, p=2, every=3) == 7  # evaluations, not epochs
+    assert patience(1_090, 0) == 8 and patience(1_090, 10, p=30) == 30  # off; never lowered
+
+
 def test_item_repr_auto_uses_text_when_the_catalogue_has_it():
     import polars as pl
     import pytest
