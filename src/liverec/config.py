@@ -206,7 +206,7 @@ class TrainConfig:
     batch_size: int = 128
     # data-adaptive batch size: 0 = off; else batch_size is halved (down to 16) until an epoch
     # has at least this many steps, so a small dataset gets as many updates per epoch as the
-    # early-stopping patience (in epochs) assumes (liverec.train.batches.resolve_batch_size)
+    # early-stopping patience (in epochs) assumes (liverec.train.batches.resolve_batch_and_patience)
     min_steps_per_epoch: int = 0
     epochs: int = 30
     warmup_steps: int = 100
@@ -216,7 +216,7 @@ class TrainConfig:
     patience: int = 5  # evaluations without improvement of `monitor` before stopping
     # data-adaptive patience: 0 = off; else patience is raised (never lowered) to cover at
     # least this many optimiser steps (a small dataset's epochs are few steps, its validation
-    # noisy), resolved with the batch size (liverec.train.batches.resolve_batch_size)
+    # noisy), resolved with the batch size (liverec.train.batches.resolve_batch_and_patience)
     min_patience_steps: int = 0
     # the validation metric that picks the best epoch and drives early stopping: "ndcg@K",
     # "hr@K" or "mrr@K" with K in eval.ks (case-insensitive); "auto" = ndcg@10 when 10 is in

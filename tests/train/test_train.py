@@ -76,10 +76,10 @@ def test_batch_size_follows_the_data_when_asked():
     """train.min_steps_per_epoch halves the batch (not below 16) until an epoch has that many
     steps; 0 keeps the configured size."""
     from liverec.config import RunConfig, TrainConfig
-    from liverec.train.batches import resolve_batch_size
+    from liverec.train.batches import resolve_batch_and_patience
 
     def size(n, m, b=128):
-        return resolve_batch_size(RunConfig(train=TrainConfig(batch_size=b,
+        return resolve_batch_and_patience(RunConfig(train=TrainConfig(batch_size=b,
                                                               min_steps_per_epoch=m)), n)
 
     assert size(22_363, 32)[0].train.batch_size == 128  # Beauty: 175 steps already
@@ -93,12 +93,12 @@ def test_batch_size_follows_the_data_when_asked():
 
 def test_patience_covers_a_number_of_steps_when_asked():
     from liverec.config import RunConfig, TrainConfig
-    from liverec.train.batches import resolve_batch_size
+    from liverec.train.batches import resolve_batch_and_patience
 
     def patience(n, steps, p=8, every=1):
         tc = TrainConfig(min_steps_per_epoch=64, patience=p, min_patience_steps=steps,
                          eval_every=every)
-        return resolve_batch_size(RunConfig(train=tc), n)[0].train.patience
+        return resolve_batch_and_patience(RunConfig(train=tc), n)[0].train.patience
 
     assert patience(22_363, 1_400) == 8  # Beauty: 8 epochs of 175 steps already
     assert patience(1_090, 1_400) == 21  # LastFM: batch 16, 69 steps per epoch

@@ -12,7 +12,7 @@ import numpy as np
 
 from liverec.rerank.catalogue import Catalogue
 from liverec.rerank.config import HardRules, RerankConfig
-from liverec.rerank.stage import history_mix, prepare
+from liverec.rerank.stage import history_mix, prepare, sum_weight
 
 
 class ReferenceReranker:
@@ -106,8 +106,7 @@ class ReferenceReranker:
             top = math.log1p(max(pop)) if len(pop) else 0.0
             gain -= lam_p * (math.log1p(pop[c]) / top if top > 0 else 0.0)
         if lam_m > 0 and chosen and cfg.mmr.similarity == "sum":
-            pair_share = 2.0 / (k * (k - 1))  # one pair's share of the list's mean similarity
-            gain -= lam_m * pair_share * sum(self._cosine(c, j) for j in chosen)
+            gain -= lam_m * sum_weight(k) * sum(self._cosine(c, j) for j in chosen)
         elif lam_m > 0 and chosen:
             gain -= lam_m * max(self._cosine(c, j) for j in chosen)
         if p:

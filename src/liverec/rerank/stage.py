@@ -164,15 +164,14 @@ class GreedyReranker:
     def _select(self, cands, rel, k, history, cfg: RerankConfig) -> list[int]:
         lam_m = cfg.mmr.lam if cfg.mmr else 0.0
         summed = bool(cfg.mmr) and cfg.mmr.similarity == "sum"
-        if summed:
-            lam_m *= sum_weight(k)  # the penalty's weight; relevance keeps 1 - mmr.lam below
+        sim_w = lam_m * sum_weight(k) if summed else lam_m  # the similarity penalty's weight
         p = history_mix(self.catalogue, history) if cfg.calibration else {}
         lam_c = cfg.calibration.lam if p else 0.0
         exp = cfg.exposure
         lam_p = exp.penalty if exp else 0.0
         cats = self.catalogue.categories[cands]  # (C,)
         # base gain, -inf once a candidate is listed or blocked by a cap (blocks only grow)
-        base = (1.0 - (cfg.mmr.lam if cfg.mmr else 0.0) - lam_c - lam_p) * rel  # (C,)
+        base = (1.0 - lam_m - lam_c - lam_p) * rel  # (C,)
         if lam_p:
             base -= lam_p * self._pop_norm[cands]
         capped = cfg.rules.max_per_category is not None or bool(cfg.rules.category_caps)
@@ -186,8 +185,8 @@ class GreedyReranker:
         n_head = 0
         if max_head < 1:
             base[head] = -np.inf
-        unit = self._unit[cands] if lam_m > 0 else None  # (C, D)
-        penalty = np.zeros(len(cands))  # (C,) lam_m * maxsim
+        unit = self._unit[cands] if sim_w > 0 else None  # (C, D)
+        penalty = np.zeros(len(cands))  # (C,) sim_w * (max or sum of cosines to the list)
         gain = np.empty(len(cands))  # (C,) scratch
         if p:  # only the history's categories change KL; KL_none is the same for all
             h_codes = np.array(sorted(p))  # (H,)
@@ -221,7 +220,7 @@ class GreedyReranker:
                 if n_head >= max_head:
                     base[head] = -np.inf
             if unit is not None:
-                sims = unit @ (lam_m * unit[i])  # (C,)
+                sims = unit @ (sim_w * unit[i])  # (C,)
                 if summed:
                     penalty += sims
                 elif step:

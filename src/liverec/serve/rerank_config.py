@@ -54,6 +54,7 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from liverec.errors import ConfigError
+from liverec.rerank.config import ORDERS, RELEVANCES, SIMILARITIES
 
 RULES = ("flags", "deny", "allow", "attributes", "category_caps", "mmr", "calibration",
          "exposure")
@@ -86,7 +87,7 @@ class RulesFile(_File):
 
 class MMRFile(_File):
     lam: _Weight = Field(0.3, alias="lambda")
-    similarity: Literal["max", "sum"] = "max"
+    similarity: Literal[SIMILARITIES] = "max"  # type: ignore[valid-type]
 
 
 class CalibrationFile(_File):
@@ -106,8 +107,8 @@ class RerankFile(_File):
     candidates: int = Field(200, ge=1, le=10_000)
     max_candidates: int | None = Field(None, ge=1, le=100_000)
     locked: list[SwitchableRule] = Field(default_factory=list)
-    relevance: Literal["minmax", "probability"] = "minmax"
-    order: Literal["greedy", "score"] = "greedy"
+    relevance: Literal[RELEVANCES] = "minmax"  # type: ignore[valid-type]
+    order: Literal[ORDERS] = "greedy"  # type: ignore[valid-type]
     rules: RulesFile = Field(default_factory=RulesFile)
     mmr: MMRFile | None = None
     calibration: CalibrationFile | None = None

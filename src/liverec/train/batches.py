@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 MIN_BATCH = 16  # the data-adaptive rule never goes below this many sequences per step
 
 
-def resolve_batch_size(cfg: RunConfig, n_sequences: int) -> tuple[RunConfig, dict]:
+def resolve_batch_and_patience(cfg: RunConfig, n_sequences: int) -> tuple[RunConfig, dict]:
     """``cfg`` with ``train.batch_size`` and ``train.patience`` fitted to the data, and the
     record of the choice.
 

@@ -58,7 +58,7 @@ from liverec.logs import progress_enabled
 from liverec.model.artifact import mark_complete, mark_incomplete, save_artifact
 from liverec.model.health import nonfinite_parameters, score_check
 from liverec.model.repeat import fit_repeat_for_run
-from liverec.train.batches import TrainBatches, resolve_batch_size
+from liverec.train.batches import TrainBatches, resolve_batch_and_patience
 from liverec.train.checkpoint import (
     CHECKPOINT,
     load_checkpoint,
@@ -184,8 +184,9 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
         torch.set_num_threads(cfg.train.num_threads)
     # eval.protocol "auto": masked or repeat-aware from the training split's repeat rate
     cfg, protocol_choice = resolve_protocol(cfg, prepared)
-    # train.min_steps_per_epoch: a smaller batch for a small dataset
-    cfg, batch_choice = resolve_batch_size(cfg, len(prepared.train_sequences()))
+    # train.min_steps_per_epoch, train.min_patience_steps: a smaller batch and a longer patience
+    # for a small dataset
+    cfg, batch_choice = resolve_batch_and_patience(cfg, len(prepared.train_sequences()))
     tc = cfg.train
     ctx = env_context()
     device = select_device(tc.device, ctx)
@@ -261,7 +262,7 @@ def fit(model: torch.nn.Module, prepared: Prepared, tc: TrainConfig, epochs: int
     epochs = tc.epochs if epochs is None else epochs
     tc = dataclasses.replace(tc, epochs=max(epochs, 1))
     cfg = RunConfig(model=model.cfg, train=tc, eval=EvalConfig(ks=tuple(ks)))
-    cfg, _ = resolve_batch_size(cfg, len(prepared.train_sequences()))
+    cfg, _ = resolve_batch_and_patience(cfg, len(prepared.train_sequences()))
     tc = cfg.train
     seed_everything(tc.seed)
     if tc.num_threads:
