@@ -36,7 +36,13 @@ Fusion = Literal["sum", "gate"]
 Finetune = Literal["full", "lora", "adaptor"]
 LoraScope = Literal["blocks", "items"]
 Mixer = Literal["attention", "filter"]
+# where a position embedding counts from: "end" (SASRec: the newest item of a left-padded
+# window is position max_len - 1), "start" (the oldest item in the window is 0), "none"
+Positions = Literal["end", "start", "none"]
 Optimizer = Literal["adamw", "adam", "sgd"]
+# which part of a long training sequence trains: "last" (its last max_len + 1 events, as SASRec)
+# or "all" (every event is a target once: earlier windows of max_len + 1, max_len apart)
+Windows = Literal["last", "all"]
 Schedule = Literal["cosine", "constant"]
 Amp = Literal["none", "bf16"]
 Device = Literal["cpu", "cuda", "auto"]
@@ -175,6 +181,11 @@ class ModelConfig:
     mixer: Mixer = "attention"
     filter_alpha: float = 0.7
     filter_kernel: int = 8
+    # position embeddings (model/sasrec.py position_ids): "end" counts back from the newest item
+    # (SASRec), so a training position t < T is told how many items follow it, which no query
+    # at serving time ever is; "start" counts from the window's oldest item (the same index for
+    # an item in training and at serving); "none" leaves order to the causal mask and filter
+    positions: Positions = "end"
 
     def __post_init__(self) -> None:
         _validate(self, "model", {
@@ -208,6 +219,10 @@ class TrainConfig:
     # has at least this many steps, so a small dataset gets as many updates per epoch as the
     # early-stopping patience (in epochs) assumes (liverec.train.batches.resolve_batch_and_patience)
     min_steps_per_epoch: int = 0
+    # "last": a user's last max_len + 1 training events make its one training sequence (SASRec);
+    # "all": a longer history also gives earlier windows, so every training event is a target
+    # once (liverec.train.batches.training_windows)
+    windows: Windows = "last"
     epochs: int = 30
     warmup_steps: int = 100
     schedule: Schedule = "cosine"  # cosine | constant

@@ -3,6 +3,9 @@ ONNX Runtime against PyTorch, the export mask against the model's mask."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 from torch import nn
 
@@ -60,9 +63,10 @@ def test_export_mask_equals_model_mask():
     assert torch.equal(export_mask(seqs), attention_mask(seqs))
 
 
-def test_onnx_matches_pytorch_with_dynamic_axes(tmp_path, tiny_model_config):
+@pytest.mark.parametrize("positions", ["end", "start", "none"])
+def test_onnx_matches_pytorch_with_dynamic_axes(tmp_path, tiny_model_config, positions):
     torch.manual_seed(0)
-    model = SASRec(tiny_model_config).eval()
+    model = SASRec(dataclasses.replace(tiny_model_config, positions=positions)).eval()
     path = export_onnx(model, tmp_path / "m.onnx")
     wrapped = OnnxSASRec(model.cfg, TableEmbedder.from_table(model.item_table().detach()), path)
     for B, T in ((1, 3), (5, 16), (2, 20)):  # T > max_len is trimmed like the model does

@@ -3,16 +3,20 @@ import dataclasses
 import pytest
 import torch
 
+from liverec.errors import ConfigError
 from liverec.model import build_model
 from liverec.model.sasrec import attention_mask
 
 
-@pytest.fixture(params=["attention", "filter"])
+@pytest.fixture(params=[("attention", "end"), ("filter", "end"), ("attention", "start"),
+                        ("filter", "start"), ("filter", "none")], ids=lambda p: "-".join(p))
 def model(request, tiny_model_config):
     torch.manual_seed(0)
-    cfg = dataclasses.replace(tiny_model_config, mixer=request.param, filter_kernel=3)
+    mixer, positions = request.param
+    cfg = dataclasses.replace(tiny_model_config, mixer=mixer, filter_kernel=3,
+                              positions=positions)
     model = build_model(cfg).eval()
-    if request.param == "filter":  # away from the initial mean so the kernel order matters
+    if mixer == "filter":  # away from the initial mean so the kernel order matters
         with torch.no_grad():
             for block in model.blocks:
                 block.filter.weight.normal_()
@@ -65,12 +69,13 @@ def test_unknown_model_name(tiny_model_config):
         build_model(dataclasses.replace(tiny_model_config, name="nope"))
 
 
+@pytest.mark.parametrize("positions", ["end", "start"])
 @pytest.mark.parametrize("mixer", ["attention", "filter"])
 @pytest.mark.parametrize("n_layers", [1, 2, 3])
-def test_last_position_fast_path_equals_reference(tiny_model_config, n_layers, mixer):
+def test_last_position_fast_path_equals_reference(tiny_model_config, n_layers, mixer, positions):
     torch.manual_seed(n_layers)
-    model = build_model(dataclasses.replace(tiny_model_config, n_layers=n_layers,
-                                            mixer=mixer, filter_kernel=4)).eval()
+    model = build_model(dataclasses.replace(tiny_model_config, n_layers=n_layers, mixer=mixer,
+                                            filter_kernel=4, positions=positions)).eval()
     seqs = torch.tensor([[0, 0, 0, 3, 4], [1, 2, 3, 4, 5], [0, 0, 0, 0, 0], [0, 0, 0, 0, 7]])
     long = torch.randint(1, tiny_model_config.n_items + 1, (3, tiny_model_config.max_len + 4))
     with torch.no_grad():
@@ -109,3 +114,21 @@ def test_filter_mixer_ignores_padding_and_checks_its_settings(tiny_model_config)
     for bad in ({"mixer": "fourier"}, {"filter_alpha": 1.5}, {"filter_kernel": 0}):
         with pytest.raises(ConfigError):
             dataclasses.replace(tiny_model_config, **bad)
+
+
+def test_start_positions_make_every_training_position_a_served_query(tiny_model_config):
+    """With positions="start", the hidden state at training position t is exactly the user
+    vector served for the prefix ending there (the model trains on the queries it serves);
+    with SASRec's "end" positions it is not (position t is told how many items follow)."""
+    torch.manual_seed(0)
+    seq = torch.tensor([[0, 0, 4, 9, 2, 7, 5]])
+    for positions, same in (("start", True), ("end", False)):
+        model = build_model(dataclasses.replace(tiny_model_config, mixer="filter",
+                                                positions=positions)).eval()
+        with torch.no_grad():
+            h = model.encode(seq)  # (1, T, D)
+            for t in range(3, seq.shape[1] - 1):  # the last position is the whole query
+                served = model.encode_users(seq[:, : t + 1])  # the prefix as a query
+                assert torch.allclose(h[:, t], served, atol=1e-5) is same, (positions, t)
+    with pytest.raises(ConfigError, match="positions"):
+        dataclasses.replace(tiny_model_config, positions="middle")

@@ -1,9 +1,12 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 import liverec
+from liverec.config import TrainConfig
+from liverec.errors import ConfigError
 from liverec.evaluate.protocol import evaluate_model
 from liverec.model.artifact import load_model
 from liverec.train.batches import TrainBatches
@@ -70,6 +73,35 @@ def test_batches_cover_every_target_once(known_answer_data):
     for b in tb:  # input is target shifted by one
         assert torch.equal(b["input"][:, 1:][b["target"][:, :-1] != 0],
                            b["target"][:, :-1][b["target"][:, :-1] != 0])
+
+
+def test_all_windows_make_every_training_event_a_target_once():
+    """train.windows="all": each event after a history's first is a target exactly once, in
+    order, with the events before it (up to max_len) as its input; "last" keeps SASRec's last
+    max_len + 1 events."""
+    from collections import Counter
+
+    from liverec.train.batches import training_windows
+
+    rng = np.random.default_rng(0)
+    seqs = [np.arange(1, n + 1) + 1000 * u for u, n in enumerate([1, 2, 5, 17, 18, 33, 70])]
+    seqs.append(rng.integers(1, 50, size=40))  # repeated items too
+    for max_len in (4, 16):
+        windows = training_windows(seqs, max_len, "all")
+        assert all(2 <= len(w) <= max_len + 1 for w in windows)
+        assert Counter(int(t) for w in windows for t in w[1:]) == Counter(
+            int(t) for s in seqs for t in s[1:])
+        tb = TrainBatches(seqs, max_len=max_len, batch_size=3, seed=0, windows="all")
+        assert tb.n_targets == sum(len(s) - 1 for s in seqs)
+        for b in tb:  # each target's input is the event before it
+            keep = b["target"][:, :-1] != 0
+            assert torch.equal(b["input"][:, 1:][keep], b["target"][:, :-1][keep])
+        last = training_windows(seqs, max_len, "last")
+        assert [list(w) for w in last] == [list(s[-(max_len + 1):]) for s in seqs if len(s) >= 2]
+    with pytest.raises(ValueError, match="windows"):
+        training_windows(seqs, 4, "some")
+    with pytest.raises(ConfigError, match="windows"):
+        TrainConfig(windows="some")
 
 
 def test_batch_size_follows_the_data_when_asked():

@@ -19,7 +19,7 @@ from torch import nn
 
 from liverec.compress.modules import table_scores
 from liverec.config import ModelConfig
-from liverec.model.sasrec import SASRec, last_key_mask
+from liverec.model.sasrec import SASRec, last_key_mask, position_ids
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,10 @@ class TransformerBody(nn.Module):
         self.pos, self.blocks, self.ln_f = model.pos, model.blocks, model.ln_f
 
     def forward(self, item_vecs: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
-        T = seqs.shape[1]
-        pos = torch.arange(self.cfg.max_len - T, self.cfg.max_len, device=seqs.device)  # (T,)
-        x = item_vecs * (self.cfg.d_model**0.5) + self.pos(pos)  # (B, T, D)
+        x = item_vecs * (self.cfg.d_model**0.5)  # (B, T, D)
+        pos = position_ids(seqs, self.cfg.max_len, self.cfg.positions)  # (T,) | (B, T) | None
+        if pos is not None:
+            x = x + self.pos(pos)  # (B, T, D)
         x = x * (seqs != 0).unsqueeze(-1)  # (B, T, D)
         *first, last = self.blocks
         if first:

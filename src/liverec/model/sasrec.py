@@ -121,6 +121,24 @@ class Block(nn.Module):
         return h + self.ffn(self.ln2(h))  # (B, 1, D)
 
 
+def position_ids(seqs: torch.Tensor, max_len: int, mode: str) -> torch.Tensor | None:
+    """Position index of every column of left-padded ``seqs`` (B, T), T <= max_len.
+
+    "end": SASRec's window index, the newest item is max_len - 1 ((T,), the same for every
+    row; trimming a batch's padding columns changes nothing). "start": the number of real
+    items before each one in its window ((B, T) int64, 0 for the oldest; padding gets 0 and is
+    zeroed anyway), so an item keeps its index whether it is a training position or the newest
+    item of a query. "none": None (no position embedding). Uses aranges and cumsum only, so it
+    exports to ONNX.
+    """
+    if mode == "none":
+        return None
+    if mode == "start":
+        return ((seqs != 0).long().cumsum(dim=1) - 1).clamp_(min=0)  # (B, T)
+    T = seqs.shape[1]
+    return torch.arange(max_len - T, max_len, device=seqs.device)  # (T,)
+
+
 def attention_mask(seqs: torch.Tensor) -> torch.Tensor:
     """(B, 1, T, T) boolean: query t may attend key s if s <= t and s is not padding.
 
@@ -164,11 +182,12 @@ class SASRec(nn.Module):
         """(trimmed seqs (B, T), input vectors (B, T, D)) for left-padded item indices."""
         if seqs.shape[1] > self.cfg.max_len:
             seqs = seqs[:, -self.cfg.max_len :]
-        T = seqs.shape[1]
-        # positions count from the left edge of a max_len window, so trimming the padding of a
-        # batch (T < max_len) gives exactly the same result as padding to max_len
-        pos = torch.arange(self.cfg.max_len - T, self.cfg.max_len, device=seqs.device)  # (T,)
-        x = self.items(seqs) * (self.cfg.d_model**0.5) + self.pos(pos)  # (B, T, D)
+        x = self.items(seqs) * (self.cfg.d_model**0.5)  # (B, T, D)
+        # positions depend only on each row's real items, so trimming the padding of a batch
+        # (T < max_len) gives exactly the same result as padding to max_len
+        pos = position_ids(seqs, self.cfg.max_len, self.cfg.positions)  # (T,) | (B, T) | None
+        if pos is not None:
+            x = x + self.pos(pos)  # (B, T, D)
         return seqs, self.emb_drop(x * (seqs != 0).unsqueeze(-1))  # (B, T), (B, T, D)
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:

@@ -64,14 +64,41 @@ def resolve_batch_and_patience(cfg: RunConfig, n_sequences: int) -> tuple[RunCon
                                                               patience=patience)), info
 
 
+def training_windows(seqs: Sequence[np.ndarray], max_len: int,
+                     mode: str = "last") -> list[np.ndarray]:
+    """The training sequences (each at most max_len + 1 events, at least 2) cut from users'
+    training histories.
+
+    "last": each history's last max_len + 1 events (SASRec; older events never train).
+    "all": also the windows before it, max_len apart, so consecutive windows share one event
+    (the earlier one's last target is the later one's first input) and every event after a
+    history's first is a target exactly once. On LastFM (median 19 events, 10% above 123) the
+    last window alone leaves 47% of the training events out.
+    """
+    if mode not in ("last", "all"):
+        raise ValueError(f"unknown windows mode {mode!r}; use 'last' or 'all'")
+    out = []
+    for s in seqs:
+        end = len(s)
+        while end >= 2:
+            out.append(s[max(0, end - (max_len + 1)) : end])
+            if mode == "last":
+                break
+            end -= max_len
+    return out
+
+
 class TrainBatches:
     """Iterable of {"input", "target"} (B, T) int64 tensors on ``device``, reshuffled every
-    epoch (the order depends only on ``seed`` and the epoch, not on the device)."""
+    epoch (the order depends only on ``seed`` and the epoch, not on the device).
+
+    ``windows``: which part of each history trains (:func:`training_windows`).
+    """
 
     def __init__(self, seqs: Sequence[np.ndarray], max_len: int, batch_size: int,
                  seed: int = 0, bucket_chunks: int = 50,
-                 device: torch.device | str = "cpu") -> None:
-        windows = [s[-(max_len + 1) :] for s in seqs if len(s) >= 2]
+                 device: torch.device | str = "cpu", windows: str = "last") -> None:
+        windows = training_windows(seqs, max_len, windows)
         if not windows:
             raise ValueError("no training sequence has two or more events")
         self.inputs = pad_left([w[:-1] for w in windows], max_len)  # (U, max_len) host

@@ -58,7 +58,7 @@ from liverec.logs import progress_enabled
 from liverec.model.artifact import mark_complete, mark_incomplete, save_artifact
 from liverec.model.health import nonfinite_parameters, score_check
 from liverec.model.repeat import fit_repeat_for_run
-from liverec.train.batches import TrainBatches, resolve_batch_and_patience
+from liverec.train.batches import TrainBatches, resolve_batch_and_patience, training_windows
 from liverec.train.checkpoint import (
     CHECKPOINT,
     load_checkpoint,
@@ -186,7 +186,8 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
     cfg, protocol_choice = resolve_protocol(cfg, prepared)
     # train.min_steps_per_epoch, train.min_patience_steps: a smaller batch and a longer patience
     # for a small dataset
-    cfg, batch_choice = resolve_batch_and_patience(cfg, len(prepared.train_sequences()))
+    cfg, batch_choice = resolve_batch_and_patience(cfg, len(training_windows(
+        prepared.train_sequences(), cfg.model.max_len, cfg.train.windows)))
     tc = cfg.train
     ctx = env_context()
     device = select_device(tc.device, ctx)
@@ -195,7 +196,7 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
             cfg, model, param_stats = build_for_training(cfg, prepared, out_dir, init_state)
         model.to(device)
         batches = TrainBatches(prepared.train_sequences(), cfg.model.max_len, tc.batch_size,
-                               tc.seed, device=device)
+                               tc.seed, device=device, windows=tc.windows)
         opt = build_optimizer(model, tc)
         sched = build_schedule(opt, tc, total_steps=len(batches) * tc.epochs)
         run = _Run(cfg, prepared, out_dir, model, batches, opt, sched, ctx, device, TrainResult(
@@ -262,7 +263,8 @@ def fit(model: torch.nn.Module, prepared: Prepared, tc: TrainConfig, epochs: int
     epochs = tc.epochs if epochs is None else epochs
     tc = dataclasses.replace(tc, epochs=max(epochs, 1))
     cfg = RunConfig(model=model.cfg, train=tc, eval=EvalConfig(ks=tuple(ks)))
-    cfg, _ = resolve_batch_and_patience(cfg, len(prepared.train_sequences()))
+    cfg, _ = resolve_batch_and_patience(cfg, len(training_windows(
+        prepared.train_sequences(), model.cfg.max_len, tc.windows)))
     tc = cfg.train
     seed_everything(tc.seed)
     if tc.num_threads:
@@ -271,7 +273,7 @@ def fit(model: torch.nn.Module, prepared: Prepared, tc: TrainConfig, epochs: int
     device = fit_device(tc)
     model.to(device)
     batches = TrainBatches(prepared.train_sequences(), model.cfg.max_len, tc.batch_size, tc.seed,
-                           device=device)
+                           device=device, windows=tc.windows)
     opt = build_optimizer(model, tc)
     sched = build_schedule(opt, tc, total_steps=len(batches) * tc.epochs)
     run = _Run(cfg, prepared, None, model, batches, opt, sched, DistContext(), device,
