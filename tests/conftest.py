@@ -11,7 +11,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from liverec.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+from liverec.config import (
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    RunConfig,
+    SyntheticConfig,
+    TrainConfig,
+)
 from liverec.data.prepare import prepare
 from liverec.data.tables import Dataset, empty_items
 
@@ -63,6 +70,35 @@ def trained_run(tiny_run_config, known_answer_data, tmp_path_factory):
     cfg = dataclasses.replace(tiny_run_config, model=model)
     result = train(cfg, known_answer_data, out)
     return out, result
+
+
+# a repeat-heavy listening log (data/listening.py): about 65% of next events are repeats
+LISTENING = SyntheticConfig(kind="listening", n_users=200, n_items=60, n_categories=4,
+                            min_len=15, max_len=40, seed=1)
+
+
+@pytest.fixture(scope="session")
+def repeat_run(tmp_path_factory):
+    """(run directory, prepared data): a tiny model in the repeat-aware mode on the listening
+    log (eval.protocol "repeat": ``repeat.json`` fitted on validation after training)."""
+    from liverec.data.synthetic import generate
+    from liverec.train.loop import train
+
+    data_cfg = DataConfig(synthetic=LISTENING, cache=False)
+    prepared = prepare(generate(LISTENING), data_cfg)
+    cfg = RunConfig(
+        name="listen", data=data_cfg,
+        model=ModelConfig(n_items=LISTENING.n_items, d_model=16, n_layers=1, n_heads=1,
+                          d_ff=32, max_len=20, dropout=0.1, attn_dropout=0.1,
+                          emb_dropout=0.1),
+        train=TrainConfig(lr=1e-2, epochs=4, batch_size=64, warmup_steps=5, patience=3,
+                          progress=False, checkpoint=False),
+        eval=EvalConfig(protocol="repeat", baselines=("pop",)),
+    )
+    out = tmp_path_factory.mktemp("runs") / "listen"
+    train(cfg, prepared, out)
+    assert (out / "repeat.json").is_file()
+    return out, prepared
 
 
 def titled_cyclic_dataset(n_users: int = 200, n_items: int = 40, seed: int = 0) -> Dataset:

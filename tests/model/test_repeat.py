@@ -91,7 +91,7 @@ def test_mixture_is_a_distribution_and_keeps_the_masked_order(tiny_model):
         assert torch.equal(s[row, new].argsort(stable=True), base[row, new].argsort(stable=True))
 
 
-def test_save_load_round_trip_and_bad_files(tiny_model, tmp_path):
+def test_save_load_round_trip_and_bad_files(tiny_model, tmp_path, monkeypatch):
     head = RepeatExplore(tiny_model)
     head.item_weights_ = torch.tensor([0.5, 0.25, 0.0, 1.0])
     head.save(tmp_path)
@@ -106,6 +106,16 @@ def test_save_load_round_trip_and_bad_files(tiny_model, tmp_path):
         load_repeat(tmp_path, tiny_model)
     (tmp_path / FILE).write_text("{}")
     with pytest.raises(ArtifactError, match="not a repeat-explore record"):
+        load_repeat(tmp_path, tiny_model)
+    (tmp_path / FILE).write_bytes(b"\xff{")
+    with pytest.raises(ArtifactError, match="repeat.json: .*codec can't decode"):
+        load_repeat(tmp_path, tiny_model)
+
+    def unreadable(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    with pytest.raises(ArtifactError, match="repeat.json: .*Permission denied"):
         load_repeat(tmp_path, tiny_model)
     with pytest.raises(ValueError, match="at least one"):
         RepeatExplore(tiny_model).fit([], np.zeros(0, dtype=np.int64))

@@ -3,7 +3,11 @@
 Each variant directory has the usual files (config.json, resolved_config.json,
 model.safetensors, items.parquet; model.onnx for ONNX; complete.json last) and
 ``"compression": {...}`` in config.json, which :func:`liverec.compress.loader.load_variant`
-reads back.
+reads back. Files of the source that stay valid for a variant are copied as they are
+(:data:`CARRIED`, listed as ``"carried"`` in the compression entry): the repeat-explore mixture
+``repeat.json`` of a run in the repeat-aware mode (model/repeat.py) — every variant keeps the
+source's item indexing and scores that approximate the source's, and the mixture's weights take
+the model's log-probabilities as one feature, so the variant stays repeat-aware.
 
 Every variant is scored when it is built (real histories of the run's data when at hand, else
 seeded probe histories, against the whole catalogue, plus its item table): one with a NaN or
@@ -17,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +41,22 @@ from liverec.compress.quantize import quantize_int8, to_half
 from liverec.config import RunConfig, TrainConfig
 from liverec.data.prepare import Prepared
 from liverec.errors import ArtifactError, ConfigError
-from liverec.model.artifact import load_model, read_meta, read_run_config, save_artifact
+from liverec.model.artifact import (
+    load_model,
+    mark_complete,
+    read_meta,
+    read_run_config,
+    save_artifact,
+)
 from liverec.model.health import score_check
 from liverec.model.items import MixedDimItemEmbedder, PQItemEmbedder
+from liverec.model.repeat import FILE as REPEAT_FILE
+from liverec.model.repeat import load_repeat
 from liverec.train.loop import fit
 
 log = logging.getLogger(__name__)
+
+CARRIED = (REPEAT_FILE,)  # source files every variant keeps as they are (when the source has)
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,7 @@ class Source:
     model: torch.nn.Module
     items: pl.DataFrame
     histories: list | None = None  # real item-index histories (None: seeded probes)
+    carried: tuple[str, ...] = ()  # the CARRIED files the source has (checked readable)
 
 
 def check_source(run_dir: Path) -> None:
@@ -100,22 +116,40 @@ def check_source(run_dir: Path) -> None:
 
 
 def load_source(run_dir: Path) -> Source:
+    """The fp32 run, with the CARRIED files it has.
+
+    Raises:
+        ArtifactError: not a complete, uncompressed run, or its ``repeat.json`` cannot be read
+            (before any variant is written).
+    """
     check_source(run_dir)
-    model, _, items, _ = load_model(Path(run_dir))
-    return Source(Path(run_dir), read_run_config(run_dir), model, items)
+    run_dir = Path(run_dir)
+    model, _, items, _ = load_model(run_dir)
+    load_repeat(run_dir, model)  # a bad repeat.json: ArtifactError now, not in every variant
+    carried = tuple(name for name in CARRIED if (run_dir / name).is_file())
+    return Source(run_dir, read_run_config(run_dir), model, items, carried=carried)
 
 
 def write_variant(src: Source, out: Path, model: torch.nn.Module, compression: dict) -> Path:
     """Save ``model`` as a run directory beside the source's config and catalogue, with its
-    finite-score check; a variant with NaN/inf scores is marked broken (``load`` refuses it)."""
+    finite-score check; a variant with NaN/inf scores is marked broken (``load`` refuses it).
+    The source's CARRIED files are copied (a stale one of an earlier build into ``out`` is
+    removed) before the completion marker is written."""
     cfg = dataclasses.replace(src.cfg, model=model.cfg, name=f"{src.cfg.name}-{out.name}")
     check = score_check(model.eval(), src.histories)
     compression = {"source": str(src.run_dir), **compression, "score_check": check.to_dict()}
+    if src.carried:
+        compression["carried"] = list(src.carried)
     if not check.ok:
         compression["broken"] = check.describe()
         log.warning("%s variant %s is broken: %s", compression["method"], out, check.describe())
-    save_artifact(out, cfg, model, src.items, extra={"compression": compression},
-                  complete="compress")
+    save_artifact(out, cfg, model, src.items, extra={"compression": compression}, complete=None)
+    for name in CARRIED:
+        if name in src.carried:
+            shutil.copy2(src.run_dir / name, out / name)
+        else:
+            (out / name).unlink(missing_ok=True)
+    mark_complete(out, by="compress")  # last: only now may it be loaded
     log.info("wrote %s variant to %s", compression["method"], out)
     return out
 

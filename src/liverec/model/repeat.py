@@ -30,6 +30,7 @@ features, G = 5 gate features.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -55,6 +56,13 @@ _EPS = 1e-6
 def _logit(p: torch.Tensor) -> torch.Tensor:
     p = p.clamp(_EPS, 1 - _EPS)
     return torch.log(p) - torch.log1p(-p)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    """Where ``model``'s tensors are: its first parameter's or buffer's device (a compressed
+    variant may hold buffers only, e.g. ONNX with an int8 item table), else CPU."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def segment_logsumexp(values: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
@@ -122,18 +130,23 @@ class RepeatExplore:
         self.fit_info_: dict = {}
 
     @torch.no_grad()
-    def _base(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        """The sequence model's log-probabilities over items 1..N. -> (B, N + 1), col 0 -inf."""
-        dev = next(self.model.parameters()).device
-        seqs = torch.from_numpy(pad_left(histories, self.model.cfg.max_len)).to(dev)
-        logits = self.model.score(seqs).float().cpu()  # (B, N + 1)
+    def _base(self, histories: Sequence[np.ndarray],
+              logits: torch.Tensor | None = None) -> torch.Tensor:
+        """The sequence model's log-probabilities over items 1..N (over the columns of
+        ``logits`` (B, R) when given). -> (B, N + 1) or (B, R), col 0 -inf."""
+        if logits is None:
+            dev = _device(self.model)
+            seqs = torch.from_numpy(pad_left(histories, self.model.cfg.max_len)).to(dev)
+            logits = self.model.score(seqs)  # (B, N + 1)
+        logits = logits.float().cpu().clone()  # the caller's tensor stays as it was
         logits[:, 0] = float("-inf")
         return torch.log_softmax(logits, dim=1)
 
-    def _parts(self, histories: Sequence[np.ndarray]) -> tuple[Cells, torch.Tensor, dict]:
+    def _parts(self, histories: Sequence[np.ndarray], logits: torch.Tensor | None = None
+               ) -> tuple[Cells, torch.Tensor, dict]:
         """Cells, their full feature matrix (E, F) and the base model's per-history terms."""
         cells = Cells(histories, self.recent)
-        base = self._base(histories)  # (B, N + 1)
+        base = self._base(histories, logits)  # (B, N + 1) or (B, R)
         cell_lp = base[cells.rows, cells.cols]  # (E,)
         hist = base.clone()
         hist[cells.rows, cells.cols] = float("-inf")  # (B, N + 1) the unseen items only
@@ -155,10 +168,17 @@ class RepeatExplore:
         log_e = torch.where(empty, torch.zeros_like(z), -F.softplus(z))
         return log_r, log_e
 
-    def score_histories(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+    def score_histories(self, histories: Sequence[np.ndarray],
+                        logits: torch.Tensor | None = None) -> torch.Tensor:
         """log P(i | h) of every item for each history (full, untruncated). -> (B, N + 1);
-        column 0 (padding) is -inf, every other entry finite when the model's scores are."""
-        cells, feats, parts = self._parts(histories)
+        column 0 (padding) is -inf, every other entry finite when the model's scores are.
+
+        ``logits``: (B, R) the sequence model's scores of every column, when the caller has
+        them already (a service that also scores items added past N: R >= N + 1, every history
+        item < R); the mixture is then over those R columns. -> (B, R). Default: ``score`` of
+        the model over each history's last ``max_len`` items.
+        """
+        cells, feats, parts = self._parts(histories, logits)
         n = len(histories)
         log_r, log_e = self._log_gates(parts["gate"], self.gate_weights_, cells.lengths)
         out = parts["base"] - parts["lse_unseen"][:, None] + log_e[:, None]  # (B, N + 1)
@@ -278,7 +298,8 @@ def load_repeat(run_dir: Path, model: torch.nn.Module) -> RepeatExplore | None:
     """The run's repeat-explore mixture (``repeat.json``), or None when it has none.
 
     Raises:
-        ArtifactError: ``repeat.json`` exists but cannot be read.
+        ArtifactError: ``repeat.json`` exists but cannot be read (an I/O error, not JSON, not
+            a repeat-explore record, or non-finite weights).
     """
     path = Path(run_dir) / FILE
     if not path.is_file():
@@ -287,7 +308,7 @@ def load_repeat(run_dir: Path, model: torch.nn.Module) -> RepeatExplore | None:
 
     try:
         return RepeatExplore.from_dict(json.loads(path.read_text()), model)
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: {exc}") from None
 
 

@@ -8,6 +8,11 @@ model never saw. A seeded share of the users with new events has its last new ev
 half of those cases pick the fine-tuning epoch (epoch 0 = the current model), the other half
 decide whether to publish (new NDCG@20 >= current NDCG@20 on the same cases). A version that
 is not better on cases it never trained on is not published; nothing is written but the report.
+
+A run in the repeat-aware mode (``repeat.json``, model/repeat.py) gives its new version a
+repeat-explore mixture refitted on the selection cases (as training fits it on validation: the
+model's log-probabilities are one of its features, and the model changed), or the old mixture
+as it was when that fit fails; config.json's ``retrain.repeat`` records which.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from liverec.model.artifact import (
     save_artifact,
 )
 from liverec.model.items import IdItemEmbedder
+from liverec.model.repeat import FILE as REPEAT_FILE
+from liverec.model.repeat import RepeatExplore, load_repeat
 from liverec.model.text_items import extend_embedding
 from liverec.train.loop import fit
 
@@ -198,6 +205,24 @@ def known_items_score_fn(model: torch.nn.Module, n_items: int):
     return score
 
 
+def refit_repeat(model: torch.nn.Module, prepared: Prepared
+                 ) -> tuple[RepeatExplore | None, dict]:
+    """A new version's repeat-explore mixture, fitted on ``prepared``'s selection cases (the
+    "valid" split: held-out events the model never trained on).
+
+    Returns:
+        (the mixture, {"mode": "refitted", "cases": C}), or (None, {"mode": "carried", "why":
+        ...}) when the fit fails (the caller then keeps the old ``repeat.json``).
+    """
+    _, histories, targets = prepared.eval_cases("valid")
+    try:
+        head = RepeatExplore(model.eval()).fit(histories, targets)
+    except ValueError as exc:
+        log.warning("repeat-explore mixture not refitted (%s): the old one is carried", exc)
+        return None, {"mode": "carried", "why": str(exc)}
+    return head, {"mode": "refitted", "cases": len(targets)}
+
+
 def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainConfig(),
             base: Prepared | None = None) -> dict:
     """Fine-tune ``run_dir``'s model on ``events``; write a new run directory if it is better.
@@ -213,6 +238,11 @@ def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainCon
 
     Returns:
         The report: counts, current and new held-out metrics, epochs, ``published``.
+
+    Raises:
+        ArtifactError: ``out_dir`` is the run or holds a model, the run is a compressed
+            variant, or its ``repeat.json`` cannot be read (before any work).
+        DataError: no usable events, or too few held-out cases.
     """
     t0 = time.perf_counter()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -224,6 +254,7 @@ def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainCon
     if meta.get("compression"):
         raise ArtifactError(f"{run_dir} is a compressed variant ({meta['compression']['method']}"
                             "); retrain the fp32 run and compress the new version")
+    repeat_aware = load_repeat(run_dir, model) is not None  # a bad repeat.json: refused now
     cfg = read_run_config(run_dir)
     frame = events_frame(events)
     if frame.height == 0:
@@ -266,13 +297,23 @@ def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainCon
                    "worse than the current model on the decision cases"),
     }
     if better:
+        head, repeat = refit_repeat(candidate, prepared) if repeat_aware else (None, None)
+        if repeat:
+            report["repeat"] = repeat
         save_artifact(out_dir, dataclasses.replace(cfg, model=candidate.cfg), candidate, items,
                       extra={"retrain": {
             "source": str(run_dir), "events_used": stats["events_used"],
-            "current_ndcg@20": current["ndcg@20"], "new_ndcg@20": new["ndcg@20"]}},
+            "current_ndcg@20": current["ndcg@20"], "new_ndcg@20": new["ndcg@20"],
+            **({"repeat": repeat} if repeat else {})}},
                       complete=None)
         if (run_dir / "item_text.npy").is_file():  # text-aware models' frozen vectors
             shutil.copy2(run_dir / "item_text.npy", out_dir / "item_text.npy")
+        if head is not None:
+            head.save(out_dir)
+        elif repeat_aware:
+            shutil.copy2(run_dir / REPEAT_FILE, out_dir / REPEAT_FILE)
+        else:  # a masked run's version: never a stale mixture left in the folder
+            (out_dir / REPEAT_FILE).unlink(missing_ok=True)
         mark_complete(out_dir, by="retrain")  # last: only now may it be loaded or served
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / REPORT).write_text(json.dumps(report, indent=2, default=float) + "\n")

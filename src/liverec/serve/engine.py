@@ -90,17 +90,19 @@ def compute_batch(queries: Sequence[Query]) -> list[tuple[np.ndarray, np.ndarray
             vecs.update(zip(todo, enc))
         u = np.stack([vecs[i] for i in rows])  # (B, D)
         k = max(queries[i].k for i in rows)
-        ids, scores = handle.retriever.search(u, k, [queries[i].exclude for i in rows])
+        ids, scores = handle.search(u, [queries[i].history for i in rows], k,
+                                    [queries[i].exclude for i in rows])
         for r, i in enumerate(rows):
             keep = ids[r, : queries[i].k] >= 0
             out[i] = (vecs[i], ids[r, : queries[i].k][keep], scores[r, : queries[i].k][keep])
     return out
 
 
-def _retrieve(handle: ModelHandle, vector: np.ndarray, exclude: np.ndarray):
+def _retrieve(handle: ModelHandle, vector: np.ndarray, history: np.ndarray,
+              exclude: np.ndarray):
     """The top-n again for one user (the stage widens its pool with it)."""
     def more(n: int) -> tuple[np.ndarray, np.ndarray]:
-        ids, scores = handle.retriever.search(vector[None], n, [exclude])  # (1, n)
+        ids, scores = handle.search(vector[None], [history], n, [exclude])  # (1, n)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
 
@@ -206,11 +208,11 @@ class Engine:
             ids, scores = await asyncio.get_running_loop().run_in_executor(None, naive)
         else:
             ids, scores = plan.view.rank(plan, k, ids, scores, history,
-                                         _retrieve(handle, vec, exclude))
+                                         _retrieve(handle, vec, history, exclude))
         return vec, ids, scores
 
     async def recommend_user(self, user_id: str, k: int, exclude: Sequence[str] = (),
-                             exclude_seen: bool = True, attribute: str | None = None,
+                             exclude_seen: bool | None = None, attribute: str | None = None,
                              key: object = None, explain: bool = False,
                              rerank: RerankRequest = DEFAULT_REQUEST) -> bytes:
         """The JSON answer for a stored user (popular items for an unknown one).
@@ -218,7 +220,8 @@ class Engine:
         ``key`` identifies the request in the answer cache (the route passes the raw query
         string, which :mod:`liverec.serve.fastpath` looks up before routing). Answers for
         users without events are not cached. ``rerank``: the request's overrides of the
-        deployment's re-ranking rules.
+        deployment's re-ranking rules. ``exclude_seen`` None: as the served run's protocol
+        (:meth:`ModelHandle.exclude_seen`: seen items stay out unless it is repeat-aware).
 
         Raises:
             Invalid: overrides the deployment does not allow (HTTP 422).
@@ -233,7 +236,8 @@ class Engine:
         self.metrics.cache_misses.inc()
         history, version = await self.store.astate(user_id)
         idx = handle.encode([item for item, _ in history])[0]
-        ex = self._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute, plan)
+        seen = idx if handle.exclude_seen(exclude_seen) else idx[:0]
+        ex = self._exclude(handle, seen, exclude, attribute, plan)
         if not len(idx[idx <= handle.n_model]):
             body = self._popular(handle, user_id, k, ex, version, explain, plan)
         else:
@@ -249,16 +253,18 @@ class Engine:
         return body
 
     async def recommend_history(self, history: Sequence[str], k: int, exclude: Sequence[str],
-                                exclude_seen: bool, attribute: str | None,
+                                exclude_seen: bool | None, attribute: str | None,
                                 ignore_unknown: bool, explain: bool = False,
                                 rerank: RerankRequest = DEFAULT_REQUEST) -> bytes:
-        """The JSON answer for an anonymous history of item ids (oldest first)."""
+        """The JSON answer for an anonymous history of item ids (oldest first);
+        ``exclude_seen`` None: as the served run's protocol (see :meth:`recommend_user`)."""
         handle = self.handle
         plan = self.rerank(handle).current().plan(rerank)
         idx, unknown = handle.encode(history)
         if unknown and not ignore_unknown:
             raise UnknownItemError(unknown)
-        ex = self._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute, plan)
+        seen = idx if handle.exclude_seen(exclude_seen) else idx[:0]
+        ex = self._exclude(handle, seen, exclude, attribute, plan)
         if not len(idx[idx <= handle.n_model]):
             return self._popular(handle, None, k, ex, len(history), explain, plan)
         _, ids, scores = await self._ranked(handle, plan, idx, None, k, ex)

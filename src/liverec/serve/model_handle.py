@@ -16,6 +16,13 @@ any the caller passes); a run that fails is refused with an :class:`ArtifactErro
 catalogue's per-item fingerprints (title, text, attributes of every model item) let the
 engine refuse a run whose item ids mean other products (see ``catalogue_changes``).
 
+Repeat-aware runs (``repeat.json``, :mod:`liverec.model.repeat`, loaded by ``liverec.load``):
+a version scores with the run's repeat-explore mixture, the log-probabilities of every row
+(added items included) from the user vector's inner products and the full history's repeat
+features, and its top-k is exact over the whole table whatever the retriever (the mixture
+needs the softmax over every item); a request's seen items are then recommendable unless it
+excludes them (:meth:`ModelHandle.exclude_seen`, as ``Recommender.recommend``).
+
 Legend: B batch, T history length, D dim, N model items, R rows (N + 1 + added items).
 """
 
@@ -136,12 +143,60 @@ class ModelHandle:
         seqs = torch.from_numpy(pad_left(hist, t))  # (B, T), trimmed padding = same result
         return self.rec.model.encode_users(seqs).float().numpy()  # (B, D)
 
+    @property
+    def repeat(self):
+        """The run's repeat-explore mixture (``RepeatExplore``), or None (masked mode)."""
+        return self.rec.repeat
+
+    def exclude_seen(self, asked: bool | None) -> bool:
+        """Whether a request's history items are left out: as ``asked``, else (None) as the
+        run's protocol: yes, unless the run is in the repeat-aware mode."""
+        return self.repeat is None if asked is None else bool(asked)
+
+    @torch.no_grad()
+    def row_scores(self, vectors: np.ndarray, histories: Sequence[np.ndarray],
+                   table: np.ndarray | None = None) -> torch.Tensor:
+        """Scores of every row for B requests. -> (B, R) float32.
+
+        The user ``vectors`` (B, D)' inner products with ``table`` (R, D; default the current
+        rows); in the repeat-aware mode, the mixture's log-probabilities over those rows for
+        the ``histories`` (B row-index arrays, full: the repeat features read all of them;
+        rows past R are left out), row 0 -inf.
+        """
+        table = self.table if table is None else table
+        scores = torch.from_numpy(np.asarray(vectors, dtype=np.float32) @ table.T)  # (B, R)
+        if self.repeat is None:
+            return scores
+        return self.repeat.score_histories([h[h < len(table)] for h in histories], scores)
+
+    def search(self, vectors: np.ndarray, histories: Sequence[np.ndarray], k: int,
+               exclude: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (B, m), scores (B, m)), m <= k, best first, -1 past the rows found: the
+        retriever's search over the user ``vectors`` (B, D), or in the repeat-aware mode the
+        exact top-k of :meth:`row_scores` over ``histories``. ``exclude``: B arrays of rows
+        never returned."""
+        if self.repeat is None:
+            return self.retriever.search(vectors, k, exclude)
+        scores = self.row_scores(vectors, histories)  # (B, R)
+        scores[:, 0] = float("-inf")
+        for r, ex in enumerate(exclude):
+            ex = ex[ex < scores.shape[1]].astype(np.int64)
+            scores[r, torch.from_numpy(ex)] = float("-inf")
+        top = scores.topk(min(k, scores.shape[1]), dim=1)
+        ids, vals = top.indices.numpy(), top.values.numpy()
+        return np.where(np.isfinite(vals), ids, -1), vals
+
     @torch.no_grad()
     def naive_topk(self, history: np.ndarray, k: int,
                    exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The reference path: full ``model.score`` over a max_len window, mask, top-k."""
+        """The reference path: full ``model.score`` over a max_len window (in the repeat-aware
+        mode the mixture's ``score_histories`` of the model items), mask, top-k."""
         hist = history[history <= self.n_model]
-        scores = self.rec.model.score(torch.from_numpy(pad_left([hist], self.max_len))).float()
+        if self.repeat is not None:
+            scores = self.repeat.score_histories([hist]).float()  # (1, N + 1)
+        else:
+            scores = self.rec.model.score(
+                torch.from_numpy(pad_left([hist], self.max_len))).float()
         scores[0, 0] = float("-inf")
         ex = exclude[exclude < scores.shape[1]]
         scores[0, torch.from_numpy(ex.astype(np.int64))] = float("-inf")

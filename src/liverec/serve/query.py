@@ -5,7 +5,8 @@ row's title, text and attributes, items added through the API included) are enco
 ``text_encoder`` on the first query (through the on-disk vector cache) and kept up to date: an
 added item's row is encoded when a query first sees it, an updated item's row when its text
 changed. Scoring is exact over every row: the query's cosines, blended with the user vector's
-inner products when the history has items (``liverec.text.query.blend_scores``, the same rule
+inner products (a repeat-aware run: its mixture's log-probabilities, ``ModelHandle.row_scores``)
+when the history has items (``liverec.text.query.blend_scores``, the same rule
 as ``Recommender.recommend(query=...)``); excluded rows (seen, ``exclude``, attribute filter,
 and the rows the deployment's rules hide: flagged, denied, ...) score -inf and are never
 returned. The top candidates then go through the same re-ranking stage as every answer
@@ -139,7 +140,7 @@ class QueryScorer:
         model = None
         if len(history[history <= handle.n_model]):
             u = handle.user_vectors([history])  # (1, D)
-            model = torch.from_numpy(u @ table[:n].T)  # (1, n)
+            model = handle.row_scores(u, [history], table[:n])  # (1, n); the mixture if any
             model[torch.isneginf(cos)] = float("-inf")
         return blend_scores(cos, model, self.config)[0], cos[0]
 
@@ -153,7 +154,7 @@ class QueryScorer:
 
     async def recommend(self, engine, query: str, history: Sequence[str] | None,
                         user_id: str | None, k: int, exclude: Sequence[str],
-                        exclude_seen: bool, attribute: str | None, ignore_unknown: bool,
+                        exclude_seen: bool | None, attribute: str | None, ignore_unknown: bool,
                         explain: bool, rerank: RerankRequest = DEFAULT_REQUEST) -> bytes:
         """The JSON answer (same shape as every /v1/recommend answer) for a query, alone or
         with an anonymous history or a stored user's history, after the deployment's
@@ -179,7 +180,8 @@ class QueryScorer:
             if unknown and not ignore_unknown:
                 raise UnknownItemError(unknown)
             n_events = len(history or ())
-        ex = engine._exclude(handle, idx if exclude_seen else idx[:0], exclude, attribute, plan)
+        seen = idx if handle.exclude_seen(exclude_seen) else idx[:0]
+        ex = engine._exclude(handle, seen, exclude, attribute, plan)
         loop = asyncio.get_running_loop()
         scores, cos = await loop.run_in_executor(self.executor, self.scores, handle, query,
                                                  idx, ex)

@@ -94,7 +94,9 @@ class HistoryRecommendIn(RerankIn):
     history: list[Id] = Field(default_factory=list, description="item ids, oldest first")
     k: JsonInt = Field(10, ge=1)
     exclude: list[Id] = Field(default_factory=list)
-    exclude_seen: bool = True
+    exclude_seen: bool | None = Field(
+        None, description="leave the history's items out; default: as the served run's "
+                          "protocol (out, unless the run is in the repeat-aware mode)")
     category: Annotated[str, StringConstraints(max_length=256)] | None = None
     attribute: Annotated[str, StringConstraints(max_length=256)] | None = None
     unknown: Literal["error", "ignore"] = Field(

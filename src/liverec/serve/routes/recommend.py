@@ -43,7 +43,9 @@ async def recommend_user(
     user_id: Annotated[str, Query(min_length=1, max_length=256)],
     k: Annotated[int, Query(ge=1)] = 10,
     exclude: Annotated[list[str] | None, Query(description="item ids never returned")] = None,
-    exclude_seen: bool = True,
+    exclude_seen: Annotated[bool | None, Query(description=(
+        "leave the user's history items out; default: as the served run's protocol (out, "
+        "unless the run is in the repeat-aware mode)"))] = None,
     category: Annotated[str | None, Query(max_length=256)] = None,
     attribute: Annotated[str | None, Query(max_length=256)] = None,
     explain: Annotated[bool, Query(description="add each item's title and reason")] = False,
