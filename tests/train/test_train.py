@@ -104,6 +104,31 @@ def test_all_windows_make_every_training_event_a_target_once():
         TrainConfig(windows="some")
 
 
+def test_a_run_with_all_windows_learns_and_records_its_sequences(tiny_run_config,
+                                                                   known_answer_data, tmp_path):
+    """train.windows="all" end to end: the batch rule counts the windows, the run records
+    the setting and the count, and the model still learns the known answer (max_len 4 is
+    shorter than the histories)."""
+    import dataclasses
+
+    from liverec.train.batches import training_windows
+    from liverec.train.loop import train
+
+    cfg = dataclasses.replace(
+        tiny_run_config, model=dataclasses.replace(tiny_run_config.model, max_len=4, d_model=16,
+                                                   d_ff=32),
+        train=dataclasses.replace(tiny_run_config.train, windows="all"))
+    seqs = known_answer_data.train_sequences()
+    assert len(training_windows(seqs, 4, "all")) > len(training_windows(seqs, 4, "last"))
+    train(cfg, known_answer_data, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    resolved = json.loads((tmp_path / "run" / "resolved_config.json").read_text())
+    assert resolved["train"]["windows"] == "all"
+    assert saved["batch_choice"]["sequences"] == len(training_windows(seqs, 4, "all"))
+    metrics = evaluate_model(load_model(tmp_path / "run")[0], known_answer_data, "test", ks=(1,))
+    assert metrics["hr@1"] > 0.9
+
+
 def test_batch_size_follows_the_data_when_asked():
     """train.min_steps_per_epoch halves the batch (not below 16) until an epoch has that many
     steps; 0 keeps the configured size."""
