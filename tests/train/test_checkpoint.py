@@ -39,6 +39,22 @@ def test_resume_continues_exactly_where_the_run_stopped(cfg, known_answer_data, 
     assert resumed.best_valid == full.best_valid and resumed.best_epoch == full.best_epoch
 
 
+def test_an_early_stopped_run_resumes_with_a_longer_patience(cfg, known_answer_data,
+                                                             tmp_path):
+    """Patience only decides when to stop: an early-stopped run resumed with a larger patience
+    goes on exactly as a run trained with that patience from the start."""
+    def with_patience(p: int):
+        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=30,
+                                                                  patience=p))
+
+    short = train(with_patience(1), known_answer_data, tmp_path / "run")
+    assert short.stopped.startswith("early stop") and len(short.epochs) < 30
+    full = train(with_patience(8), known_answer_data, tmp_path / "full")
+    resumed = train(with_patience(8), known_answer_data, tmp_path / "run", resume=True)
+    assert [e["loss"] for e in resumed.epochs] == [e["loss"] for e in full.epochs]
+    assert resumed.best_epoch == full.best_epoch and len(resumed.epochs) > len(short.epochs)
+
+
 def test_resume_refuses_other_settings_and_a_missing_checkpoint(cfg, known_answer_data,
                                                                 tmp_path):
     short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))

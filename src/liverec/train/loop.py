@@ -131,7 +131,10 @@ EpochCallback = Callable[[int, dict], "str | None"]
 that string as the reason (e.g. a pruned hyper-parameter trial)."""
 
 # settings that may change between a run and its --resume (they do not change the maths)
-RESUMABLE_CHANGES = frozenset({"progress", "num_threads", "device", "compile", "max_time_s"})
+# settings a resumed run may change: how it runs, and when it stops (a larger patience continues
+# an early-stopped run exactly as a run with that patience would have gone on)
+RESUMABLE_CHANGES = frozenset({"progress", "num_threads", "device", "compile", "max_time_s",
+                               "patience", "min_patience_steps"})
 # how a run written before a setting existed behaved, where that is not the setting's default:
 # before eval.protocol every run used the masked protocol ("auto" resolves per dataset)
 BEFORE_SETTINGS = {"eval": {"protocol": "masked"}}
