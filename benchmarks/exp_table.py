@@ -25,7 +25,8 @@ def lastfm_rows() -> list[str]:
         d = json.loads(path.read_text())
         n, h = d["summary"]["ndcg@20"], d["summary"]["hr@20"]
         secs = sum(r["train"]["wall_s"] for r in d["runs"]) / len(d["runs"])
-        what = ", ".join([f"`{d['config']}`", *d["overrides"]])
+        # the config file changes between commits (configs/default.json did): name the commit
+        what = ", ".join([f"`{d['config']}` at {d.get('commit', '?')}", *d["overrides"]])
         rows.append(f"| LastFM | {what} | {n['mean']:.4f} ± {n['std']:.4f} | "
                     f"{h['mean']:.4f} ± {h['std']:.4f} | "
                     f"{d['valid_summary']['ndcg@20']['mean']:.4f} (NDCG@20) | "
