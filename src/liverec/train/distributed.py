@@ -91,6 +91,10 @@ def process_group(ctx: DistContext, device: torch.device) -> Iterator[None]:
     dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size)
     try:
         yield
+        # a normal exit: every rank is past its last collective before any rank tears down
+        # (a rank that destroyed the group while its peer was still in rank-0 work aborted
+        # once in gloo: "terminate called without an active exception", SIGABRT)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
