@@ -164,6 +164,13 @@ def haproxy(replicas: list[str], port: int | None = None, tmp: Path | None = Non
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_port(port)
+        # the stats socket can appear after the listener (seen on a loaded machine): wait for it
+        deadline = time.monotonic() + 10
+        while not Path(stats).exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                why = proc.stderr.read().decode() if proc.poll() is not None else "running"
+                raise RuntimeError(f"haproxy made no stats socket {stats}: {why}")
+            time.sleep(0.02)
         yield f"http://127.0.0.1:{port}", stats
     finally:
         proc.terminate()
