@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +50,7 @@ from liverec.model.artifact import (
 from liverec.model.health import score_check
 from liverec.model.items import MixedDimItemEmbedder, PQItemEmbedder
 from liverec.model.repeat import FILE as REPEAT_FILE
-from liverec.model.repeat import load_repeat
+from liverec.model.repeat import carry_repeat, load_repeat
 from liverec.train.loop import fit
 
 log = logging.getLogger(__name__)
@@ -144,11 +143,7 @@ def write_variant(src: Source, out: Path, model: torch.nn.Module, compression: d
         compression["broken"] = check.describe()
         log.warning("%s variant %s is broken: %s", compression["method"], out, check.describe())
     save_artifact(out, cfg, model, src.items, extra={"compression": compression}, complete=None)
-    for name in CARRIED:
-        if name in src.carried:
-            shutil.copy2(src.run_dir / name, out / name)
-        else:
-            (out / name).unlink(missing_ok=True)
+    carry_repeat(src.run_dir, out)  # CARRIED: repeat.json, or a stale copy removed
     mark_complete(out, by="compress")  # last: only now may it be loaded
     log.info("wrote %s variant to %s", compression["method"], out)
     return out

@@ -34,6 +34,7 @@ import itertools
 import json
 import logging
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -292,6 +293,18 @@ class RepeatExplore:
         head.item_weights_, head.gate_weights_ = torch.tensor(w), torch.tensor(v)
         head.fit_info_ = dict(data.get("fit") or {})
         return head
+
+
+def carry_repeat(src_dir: Path, out_dir: Path) -> bool:
+    """Copy ``src_dir``'s ``repeat.json`` into ``out_dir`` as it is, or, when the source has
+    none, remove a stale one an earlier build left in ``out_dir`` (a run derived from a masked
+    run must never load a mixture). Returns whether a mixture was carried."""
+    src, out = Path(src_dir) / FILE, Path(out_dir) / FILE
+    if src.is_file():
+        shutil.copy2(src, out)
+        return True
+    out.unlink(missing_ok=True)
+    return False
 
 
 def load_repeat(run_dir: Path, model: torch.nn.Module) -> RepeatExplore | None:

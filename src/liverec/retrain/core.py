@@ -42,8 +42,7 @@ from liverec.model.artifact import (
     save_artifact,
 )
 from liverec.model.items import IdItemEmbedder
-from liverec.model.repeat import FILE as REPEAT_FILE
-from liverec.model.repeat import RepeatExplore, load_repeat
+from liverec.model.repeat import RepeatExplore, carry_repeat, load_repeat
 from liverec.model.text_items import extend_embedding
 from liverec.train.loop import fit
 
@@ -310,10 +309,8 @@ def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainCon
             shutil.copy2(run_dir / "item_text.npy", out_dir / "item_text.npy")
         if head is not None:
             head.save(out_dir)
-        elif repeat_aware:
-            shutil.copy2(run_dir / REPEAT_FILE, out_dir / REPEAT_FILE)
-        else:  # a masked run's version: never a stale mixture left in the folder
-            (out_dir / REPEAT_FILE).unlink(missing_ok=True)
+        else:  # the old mixture when the refit failed; a masked run's: no stale file left
+            carry_repeat(run_dir, out_dir)
         mark_complete(out_dir, by="retrain")  # last: only now may it be loaded or served
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / REPORT).write_text(json.dumps(report, indent=2, default=float) + "\n")
