@@ -35,14 +35,15 @@ Adaptor = Literal["linear", "moe"]
 Fusion = Literal["sum", "gate"]
 Finetune = Literal["full", "lora", "adaptor"]
 LoraScope = Literal["blocks", "items"]
-Mixer = Literal["attention", "filter"]
+Mixer = Literal["attention", "filter", "fourier"]
 # where a position embedding counts from: "end" (SASRec: the newest item of a left-padded
 # window is position max_len - 1), "start" (the oldest item in the window is 0), "none"
 Positions = Literal["end", "start", "none"]
 Optimizer = Literal["adamw", "adam", "sgd"]
 # which part of a long training sequence trains: "last" (its last max_len + 1 events, as SASRec)
-# or "all" (every event is a target once: earlier windows of max_len + 1, max_len apart)
-Windows = Literal["last", "all"]
+# or "all" (every event is a target once: earlier windows of max_len + 1, max_len apart), or
+# "prefixes" (every event is a target once, at the last position of its own window)
+Windows = Literal["last", "all", "prefixes"]
 Schedule = Literal["cosine", "constant"]
 Amp = Literal["none", "bf16"]
 Device = Literal["cpu", "cuda", "auto"]
@@ -177,10 +178,13 @@ class ModelConfig:
     # token mixing in each block: "attention" (SASRec) or "filter": attention mixed with a
     # causal low-pass filter of the sequence (BSARec's inductive bias, made causal so every
     # position still trains): filter_alpha = the filter branch's weight, filter_kernel = its
-    # length in positions
+    # length in positions; "fourier": BSARec's own low-pass (the filter_bins lowest Fourier
+    # frequencies of the max_len window), which sees later positions, so it needs
+    # train.windows="prefixes"
     mixer: Mixer = "attention"
     filter_alpha: float = 0.7
     filter_kernel: int = 8
+    filter_bins: int = 3
     # position embeddings (model/sasrec.py position_ids): "end" counts back from the newest item
     # (SASRec), so a training position t < T is told how many items follow it, which no query
     # at serving time ever is; "start" counts from the window's oldest item (the same index for
@@ -194,7 +198,8 @@ class ModelConfig:
             "emb_dropout": _UNIT_OPEN, "n_negatives": _GE1, "label_smoothing": _UNIT_OPEN,
             "text_dim": _GE0, "n_experts": _GE1, "head_items": _GE0, "tail_dim": _GE0,
             "pq_subspaces": _GE0, "pq_bits": (1, 8, True, True), "lora_rank": _GE1,
-            "lora_alpha": _POS, "filter_alpha": _UNIT, "filter_kernel": _GE1})
+            "lora_alpha": _POS, "filter_alpha": _UNIT, "filter_kernel": _GE1,
+            "filter_bins": _GE1})
         if self.d_model % self.n_heads:
             raise ConfigError(f"model.n_heads={self.n_heads} does not divide "
                               f"model.d_model={self.d_model} (d_model must be divisible by "
@@ -295,6 +300,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         monitor_metric(self)  # the early-stopping metric must be one evaluation computes
+        if self.model.mixer == "fourier" and self.train.windows != "prefixes":
+            raise ConfigError(f"model.mixer='fourier' needs train.windows='prefixes' (got "
+                              f"{self.train.windows!r}): its low-pass mixes later positions "
+                              "into earlier ones, so only a sequence's last position may train")
 
 
 def monitor_metric(cfg: RunConfig) -> str:

@@ -63,10 +63,12 @@ def test_export_mask_equals_model_mask():
     assert torch.equal(export_mask(seqs), attention_mask(seqs))
 
 
-@pytest.mark.parametrize("positions", ["end", "start", "none"])
-def test_onnx_matches_pytorch_with_dynamic_axes(tmp_path, tiny_model_config, positions):
+@pytest.mark.parametrize(("positions", "mixer"), [("end", "attention"), ("start", "attention"),
+                                                  ("none", "attention"), ("end", "fourier")])
+def test_onnx_matches_pytorch_with_dynamic_axes(tmp_path, tiny_model_config, positions, mixer):
     torch.manual_seed(0)
-    model = SASRec(dataclasses.replace(tiny_model_config, positions=positions)).eval()
+    model = SASRec(dataclasses.replace(tiny_model_config, positions=positions,
+                                       mixer=mixer)).eval()
     path = export_onnx(model, tmp_path / "m.onnx")
     wrapped = OnnxSASRec(model.cfg, TableEmbedder.from_table(model.item_table().detach()), path)
     for B, T in ((1, 3), (5, 16), (2, 20)):  # T > max_len is trimmed like the model does

@@ -70,7 +70,7 @@ def test_unknown_model_name(tiny_model_config):
 
 
 @pytest.mark.parametrize("positions", ["end", "start"])
-@pytest.mark.parametrize("mixer", ["attention", "filter"])
+@pytest.mark.parametrize("mixer", ["attention", "filter", "fourier"])
 @pytest.mark.parametrize("n_layers", [1, 2, 3])
 def test_last_position_fast_path_equals_reference(tiny_model_config, n_layers, mixer, positions):
     torch.manual_seed(n_layers)
@@ -111,9 +111,50 @@ def test_filter_mixer_ignores_padding_and_checks_its_settings(tiny_model_config)
     a = model.encode(torch.tensor([[0, 0, 0, 5, 6, 7]]))[:, -3:]
     b = model.encode(torch.tensor([[5, 6, 7]]))
     assert torch.allclose(a, b, atol=1e-5)
-    for bad in ({"mixer": "fourier"}, {"filter_alpha": 1.5}, {"filter_kernel": 0}):
+    for bad in ({"mixer": "wavelet"}, {"filter_alpha": 1.5}, {"filter_kernel": 0},
+                {"filter_bins": 0}):
         with pytest.raises(ConfigError):
             dataclasses.replace(tiny_model_config, **bad)
+
+
+@pytest.mark.parametrize("bins", [1, 3, 5])
+def test_fourier_filter_matrix_equals_bsarec_fft(tiny_model_config, bins):
+    """The fast path (one fixed (max_len, max_len) matrix, last T rows/columns for a trimmed
+    batch) equals BSARec's rfft / irfft on the zero-padded window; it is a low-pass (a constant
+    window passes unchanged, the alternating one is removed) and sees later positions."""
+    from liverec.model.sasrec import FourierLowPass, fourier_low_pass_reference
+
+    torch.manual_seed(bins)
+    cfg = dataclasses.replace(tiny_model_config, mixer="fourier", filter_bins=bins)
+    f = FourierLowPass(cfg)
+    with torch.no_grad():
+        f.sqrt_beta.normal_()
+    L = cfg.max_len
+    for T in (1, 3, L):
+        x = torch.randn(4, T, cfg.d_model)
+        keep = (torch.rand(4, T, 1) > 0.3).float()
+        ref = fourier_low_pass_reference(x, keep, L, bins, f.sqrt_beta)
+        assert torch.allclose(f(x, keep), ref, atol=1e-5)
+    low = f.low.double()
+    assert torch.allclose(low @ torch.ones(L, dtype=torch.float64),
+                          torch.ones(L, dtype=torch.float64), atol=1e-5)
+    alt = torch.tensor([(-1.0) ** t for t in range(L)], dtype=torch.float64)
+    assert (low @ alt).abs().max() < 1e-5 or L % 2
+    assert low[0, -1].abs() > 1e-6  # position 0 reads the newest one: non-causal
+
+
+def test_fourier_mixer_needs_prefix_windows(tiny_run_config):
+    """model.mixer="fourier" mixes later positions into earlier ones, so a config that would
+    train every position with it is refused before any work."""
+    from liverec.config import RunConfig
+    from liverec.errors import ConfigError
+
+    model = dataclasses.replace(tiny_run_config.model, mixer="fourier")
+    for windows in ("last", "all"):
+        with pytest.raises(ConfigError, match="prefixes"):
+            RunConfig(model=model, train=dataclasses.replace(tiny_run_config.train,
+                                                             windows=windows))
+    RunConfig(model=model, train=dataclasses.replace(tiny_run_config.train, windows="prefixes"))
 
 
 def test_start_positions_make_every_training_position_a_served_query(tiny_model_config):

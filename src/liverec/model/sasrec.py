@@ -83,15 +83,68 @@ class CausalLowPass(nn.Module):
         return low + self.sqrt_beta**2 * (x - low)
 
 
+class FourierLowPass(nn.Module):
+    """BSARec's frequency layer: the ``filter_bins`` lowest frequencies of a real FFT over the
+    max_len window, plus the high frequencies rescaled, low + beta * (x - low).
+
+    Source: Shin et al., AAAI 2024 (BSARec), whose ``FrequencyLayer`` keeps ``c // 2 + 1``
+    rfft bins (c = 5 on Beauty -> 3 bins, this module's default). The filter is linear and the
+    window fixed, so it is applied as one (max_len, max_len) matrix, built once from
+    ``torch.fft`` (rfft, zero the high bins, irfft; "ortho" norm) and exported to ONNX as a
+    MatMul. A left-padded batch trimmed to T columns uses the matrix's last T rows and columns:
+    padding is zeroed first, so trimming changes nothing. Position s's output mixes every
+    position of the window, later ones too, so it only fits train.windows="prefixes".
+    x: (B, T, D), keep: (B, T, 1) float, 1 for real positions -> (B, T, D).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        L = cfg.max_len
+        spec = torch.fft.rfft(torch.eye(L, dtype=torch.float64), dim=0, norm="ortho")  # (L/2+1, L)
+        spec[cfg.filter_bins:] = 0
+        low = torch.fft.irfft(spec, n=L, dim=0, norm="ortho")  # (L, L): low[:, t] = filter(e_t)
+        self.register_buffer("low", low.float(), persistent=False)  # (L, L), from the config
+        self.sqrt_beta = nn.Parameter(torch.ones(cfg.d_model))  # beta = sqrt_beta ** 2, (D,)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        x = x * keep  # padding contributes nothing
+        T = x.shape[1]
+        low = torch.matmul(self.low[-T:, -T:], x)  # (T, T) @ (B, T, D) -> (B, T, D)
+        return low + self.sqrt_beta**2 * (x - low)
+
+
+def fourier_low_pass_reference(x: torch.Tensor, keep: torch.Tensor, max_len: int,
+                               bins: int, sqrt_beta: torch.Tensor) -> torch.Tensor:
+    """BSARec's FrequencyLayer filter as written there (torch.fft on the zero-padded max_len
+    window), the reference for :class:`FourierLowPass`. (B, T, D) -> (B, T, D)."""
+    x = x * keep
+    B, T, D = x.shape
+    full = torch.cat([x.new_zeros(B, max_len - T, D), x], dim=1)  # (B, L, D)
+    spec = torch.fft.rfft(full, dim=1, norm="ortho")
+    spec[:, bins:] = 0
+    low = torch.fft.irfft(spec, n=max_len, dim=1, norm="ortho")[:, -T:]  # (B, T, D)
+    return low + sqrt_beta**2 * (x - low)
+
+
+def build_mixer_filter(cfg: ModelConfig) -> nn.Module | None:
+    """The filter branch of model.mixer: None ("attention"), CausalLowPass ("filter") or
+    FourierLowPass ("fourier")."""
+    if cfg.mixer == "filter":
+        return CausalLowPass(cfg)
+    if cfg.mixer == "fourier":
+        return FourierLowPass(cfg)
+    return None
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + mix(LN(x)), then x + FFN(LN(x)); mix = attention, or
-    (model.mixer="filter") alpha * causal low-pass + (1 - alpha) * attention."""
+    (model.mixer="filter" / "fourier") alpha * low-pass + (1 - alpha) * attention."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.d_model)
         self.attn = CausalSelfAttention(cfg)
-        self.filter = CausalLowPass(cfg) if cfg.mixer == "filter" else None
+        self.filter = build_mixer_filter(cfg)
         self.alpha = cfg.filter_alpha
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.ffn = nn.Sequential(

@@ -74,11 +74,18 @@ def training_windows(seqs: Sequence[np.ndarray], max_len: int,
     (the earlier one's last target is the later one's first input) and every event after a
     history's first is a target exactly once. On LastFM (median 19 events, 10% above 123) the
     last window alone leaves 47% of the training events out.
+    "prefixes": one sequence per training event after a history's first: the event with the
+    (at most max_len) events before it, trained at its last position only (BSARec / FMLP-Rec's
+    training data; the only way to train a mixer that sees later positions, model.mixer
+    "fourier"). Every event is a target exactly once, each from its own window.
     """
-    if mode not in ("last", "all"):
-        raise ValueError(f"unknown windows mode {mode!r}; use 'last' or 'all'")
+    if mode not in ("last", "all", "prefixes"):
+        raise ValueError(f"unknown windows mode {mode!r}; use 'last', 'all' or 'prefixes'")
     out = []
     for s in seqs:
+        if mode == "prefixes":
+            out += [s[max(0, end - (max_len + 1)) : end] for end in range(2, len(s) + 1)]
+            continue
         end = len(s)
         while end >= 2:
             out.append(s[max(0, end - (max_len + 1)) : end])
@@ -92,18 +99,23 @@ class TrainBatches:
     """Iterable of {"input", "target"} (B, T) int64 tensors on ``device``, reshuffled every
     epoch (the order depends only on ``seed`` and the epoch, not on the device).
 
-    ``windows``: which part of each history trains (:func:`training_windows`).
+    ``windows``: which part of each history trains (:func:`training_windows`); with
+    "prefixes" only each sequence's last position is a target.
     """
 
     def __init__(self, seqs: Sequence[np.ndarray], max_len: int, batch_size: int,
                  seed: int = 0, bucket_chunks: int = 50,
                  device: torch.device | str = "cpu", windows: str = "last") -> None:
-        windows = training_windows(seqs, max_len, windows)
+        mode, windows = windows, training_windows(seqs, max_len, windows)
         if not windows:
             raise ValueError("no training sequence has two or more events")
         self.inputs = pad_left([w[:-1] for w in windows], max_len)  # (U, max_len) host
         self.targets = pad_left([w[1:] for w in windows], max_len)  # (U, max_len) host
-        self.lengths = np.array([len(w) - 1 for w in windows])
+        self.lengths = np.array([len(w) - 1 for w in windows])  # input length per row
+        self.supervised = self.lengths  # supervised positions per row
+        if mode == "prefixes":
+            self.targets[:, :-1] = 0  # the last position only
+            self.supervised = np.ones_like(self.lengths)
         self.batch_size = batch_size
         self.bucket_chunks = bucket_chunks
         self.rng = np.random.default_rng(seed)
@@ -116,7 +128,7 @@ class TrainBatches:
 
     @property
     def n_targets(self) -> int:
-        return int(self.lengths.sum())
+        return int(self.supervised.sum())
 
     def _batch_order(self) -> list[np.ndarray]:
         order = self.rng.permutation(len(self.lengths))

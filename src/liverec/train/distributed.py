@@ -181,7 +181,7 @@ class RankBatches:
         return b.take(torch.from_numpy(idx).to(b.device), width)
 
     def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], float, int]]:
-        world, lengths = self.ctx.world_size, self.batches.lengths
+        world, supervised = self.ctx.world_size, self.batches.supervised
         for idx_dev, width, idx in self.batches.epoch():
             if world == 1:  # the device-resident path: no host work per step
                 yield self.batches.take(idx_dev, width), 1.0, len(idx)
@@ -190,5 +190,5 @@ class RankBatches:
             if len(mine) == 0:
                 yield self._tensors(idx[:1]), 0.0, len(idx)
                 continue
-            weight = world * float(lengths[mine].sum()) / float(lengths[idx].sum())
+            weight = world * float(supervised[mine].sum()) / float(supervised[idx].sum())
             yield self._tensors(mine), weight, len(idx)
