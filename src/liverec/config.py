@@ -39,6 +39,10 @@ Mixer = Literal["attention", "filter", "fourier"]
 # where a position embedding counts from: "end" (SASRec: the newest item of a left-padded
 # window is position max_len - 1), "start" (the oldest item in the window is 0), "none"
 Positions = Literal["end", "start", "none"]
+# where LayerNorm goes: "pre" (GPT-2 style blocks, a final LayerNorm, item vectors scaled by
+# sqrt(d_model)) or "post" (BERT style, as SASRec/BSARec's reference code: LayerNorm after each
+# residual sum and over item + position embeddings, no scaling, no final LayerNorm)
+Norm = Literal["pre", "post"]
 Optimizer = Literal["adamw", "adam", "sgd"]
 # which part of a long training sequence trains: "last" (its last max_len + 1 events, as SASRec)
 # or "all" (every event is a target once: earlier windows of max_len + 1, max_len apart), or
@@ -190,6 +194,7 @@ class ModelConfig:
     # at serving time ever is; "start" counts from the window's oldest item (the same index for
     # an item in training and at serving); "none" leaves order to the causal mask and filter
     positions: Positions = "end"
+    norm: Norm = "pre"
 
     def __post_init__(self) -> None:
         _validate(self, "model", {

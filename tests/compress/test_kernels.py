@@ -63,12 +63,14 @@ def test_export_mask_equals_model_mask():
     assert torch.equal(export_mask(seqs), attention_mask(seqs))
 
 
-@pytest.mark.parametrize(("positions", "mixer"), [("end", "attention"), ("start", "attention"),
-                                                  ("none", "attention"), ("end", "fourier")])
-def test_onnx_matches_pytorch_with_dynamic_axes(tmp_path, tiny_model_config, positions, mixer):
+@pytest.mark.parametrize(("positions", "mixer", "norm"), [
+    ("end", "attention", "pre"), ("start", "attention", "pre"), ("none", "attention", "pre"),
+    ("end", "fourier", "pre"), ("end", "fourier", "post")])
+def test_onnx_matches_pytorch_with_dynamic_axes(tmp_path, tiny_model_config, positions, mixer,
+                                                norm):
     torch.manual_seed(0)
     model = SASRec(dataclasses.replace(tiny_model_config, positions=positions,
-                                       mixer=mixer)).eval()
+                                       mixer=mixer, norm=norm)).eval()
     path = export_onnx(model, tmp_path / "m.onnx")
     wrapped = OnnxSASRec(model.cfg, TableEmbedder.from_table(model.item_table().detach()), path)
     for B, T in ((1, 3), (5, 16), (2, 20)):  # T > max_len is trimmed like the model does

@@ -69,13 +69,16 @@ def test_unknown_model_name(tiny_model_config):
         build_model(dataclasses.replace(tiny_model_config, name="nope"))
 
 
+@pytest.mark.parametrize("norm", ["pre", "post"])
 @pytest.mark.parametrize("positions", ["end", "start"])
 @pytest.mark.parametrize("mixer", ["attention", "filter", "fourier"])
 @pytest.mark.parametrize("n_layers", [1, 2, 3])
-def test_last_position_fast_path_equals_reference(tiny_model_config, n_layers, mixer, positions):
+def test_last_position_fast_path_equals_reference(tiny_model_config, n_layers, mixer, positions,
+                                                  norm):
     torch.manual_seed(n_layers)
     model = build_model(dataclasses.replace(tiny_model_config, n_layers=n_layers, mixer=mixer,
-                                            filter_kernel=4, positions=positions)).eval()
+                                            filter_kernel=4, positions=positions,
+                                            norm=norm)).eval()
     seqs = torch.tensor([[0, 0, 0, 3, 4], [1, 2, 3, 4, 5], [0, 0, 0, 0, 0], [0, 0, 0, 0, 7]])
     long = torch.randint(1, tiny_model_config.n_items + 1, (3, tiny_model_config.max_len + 4))
     with torch.no_grad():
@@ -141,6 +144,28 @@ def test_fourier_filter_matrix_equals_bsarec_fft(tiny_model_config, bins):
     alt = torch.tensor([(-1.0) ** t for t in range(L)], dtype=torch.float64)
     assert (low @ alt).abs().max() < 1e-5 or L % 2
     assert low[0, -1].abs() > 1e-6  # position 0 reads the newest one: non-causal
+
+
+def test_post_norm_blocks_follow_bsarec(tiny_model_config):
+    """model.norm="post": LayerNorm over item + position vectors (no sqrt(d) scaling), a
+    LayerNorm after each residual sum, none at the end; padding rows stay zero and more left
+    padding changes nothing; an unknown value is refused."""
+    from liverec.errors import ConfigError
+    from liverec.model.sasrec import PostNormBlock
+
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(tiny_model_config, norm="post",
+                                            mixer="fourier")).eval()
+    assert all(isinstance(b, PostNormBlock) for b in model.blocks)
+    assert isinstance(model.ln_f, torch.nn.Identity)
+    with torch.no_grad():
+        h = model.encode(torch.tensor([[0, 0, 5, 6, 7]]))
+        assert torch.allclose(h[0, -1].mean(), torch.tensor(0.0), atol=1e-5)  # LN output
+        a = model.encode_users(torch.tensor([[0, 0, 0, 5, 6, 7]]))
+        b = model.encode_users(torch.tensor([[5, 6, 7]]))
+    assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ConfigError, match="norm"):
+        dataclasses.replace(tiny_model_config, norm="sandwich")
 
 
 def test_fourier_mixer_needs_prefix_windows(tiny_run_config):

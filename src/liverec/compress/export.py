@@ -19,7 +19,7 @@ from torch import nn
 
 from liverec.compress.modules import table_scores
 from liverec.config import ModelConfig
-from liverec.model.sasrec import SASRec, last_key_mask, position_ids
+from liverec.model.sasrec import SASRec, embed_inputs, last_key_mask
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,10 @@ class TransformerBody(nn.Module):
         super().__init__()
         self.cfg = model.cfg
         self.pos, self.blocks, self.ln_f = model.pos, model.blocks, model.ln_f
+        self.emb_ln = getattr(model, "emb_ln", nn.Identity())
 
     def forward(self, item_vecs: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
-        x = item_vecs * (self.cfg.d_model**0.5)  # (B, T, D)
-        pos = position_ids(seqs, self.cfg.max_len, self.cfg.positions)  # (T,) | (B, T) | None
-        if pos is not None:
-            x = x + self.pos(pos)  # (B, T, D)
-        x = x * (seqs != 0).unsqueeze(-1)  # (B, T, D)
+        x = embed_inputs(self, item_vecs, seqs)  # (B, T, D)
         *first, last = self.blocks
         if first:
             mask = export_mask(seqs)  # (B, 1, T, T)

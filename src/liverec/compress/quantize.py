@@ -28,6 +28,7 @@ def with_table(model: SASRec, items: nn.Module) -> CompressedSASRec:
     """A CompressedSASRec sharing ``model``'s transformer, with ``items`` as its item embedder."""
     out = CompressedSASRec(model.cfg, items=items)
     out.pos, out.blocks, out.ln_f = model.pos, model.blocks, model.ln_f
+    out.emb_ln = model.emb_ln
     return out.eval()
 
 

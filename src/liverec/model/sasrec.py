@@ -174,6 +174,46 @@ class Block(nn.Module):
         return h + self.ffn(self.ln2(h))  # (B, 1, D)
 
 
+class PostNormBlock(nn.Module):
+    """Post-norm block (model.norm="post"), as BSARec's reference code: a = LN(x + attn(x));
+    with a filter mixer, f = LN(x + low-pass(x)) and mix = alpha * f + (1 - alpha) * a; then
+    LN(mix + FFN(mix)). Source: Shin et al., AAAI 2024 (BSARec), after Kang & McAuley 2018."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn = CausalSelfAttention(cfg)
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.filter = build_mixer_filter(cfg)
+        self.ln_filter = nn.LayerNorm(cfg.d_model) if self.filter is not None else None
+        self.alpha = cfg.filter_alpha
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.d_ff),
+            nn.GELU(),
+            nn.Linear(cfg.d_ff, cfg.d_model),
+        )
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def _mix(self, x: torch.Tensor, a: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
+        """x: the block input at the output positions, a: attention there, low: the filter."""
+        h = self.ln1(x + self.drop(a))
+        if low is not None:
+            h = self.alpha * self.ln_filter(x + self.drop(low)) + (1 - self.alpha) * h
+        return self.ln2(h + self.drop(self.ffn(h)))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        keep = mask[:, 0, -1, :, None].to(x.dtype)  # (B, T, 1): last query's keys = real
+        low = self.filter(x, keep) if self.filter is not None else None
+        return self._mix(x, self.attn(x, mask), low)  # (B, T, D)
+
+    def forward_last(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """The block's output at the last position only (eval). (B, T, D) -> (B, 1, D)."""
+        low = None
+        if self.filter is not None:
+            low = self.filter(x, key_mask[:, 0, 0, :, None].to(x.dtype))[:, -1:]  # (B, 1, D)
+        return self._mix(x[:, -1:], attend_last(self.attn, x, key_mask), low)
+
+
 def position_ids(seqs: torch.Tensor, max_len: int, mode: str) -> torch.Tensor | None:
     """Position index of every column of left-padded ``seqs`` (B, T), T <= max_len.
 
@@ -190,6 +230,21 @@ def position_ids(seqs: torch.Tensor, max_len: int, mode: str) -> torch.Tensor | 
         return ((seqs != 0).long().cumsum(dim=1) - 1).clamp_(min=0)  # (B, T)
     T = seqs.shape[1]
     return torch.arange(max_len - T, max_len, device=seqs.device)  # (T,)
+
+
+def embed_inputs(model: nn.Module, item_vecs: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+    """The first block's input before dropout: item vectors (B, T, D) of left-padded ``seqs``
+    (B, T) plus position vectors; pre-norm scales the items by sqrt(d_model), post-norm
+    applies ``model.emb_ln``; padding rows are zero. ``model`` has ``cfg``, ``pos`` and
+    ``emb_ln`` (SASRec, or the ONNX export body). Positions depend only on each row's real
+    items, so trimming the padding of a batch (T < max_len) gives exactly the same result as
+    padding to max_len."""
+    cfg = model.cfg
+    x = item_vecs if cfg.norm == "post" else item_vecs * (cfg.d_model**0.5)  # (B, T, D)
+    pos = position_ids(seqs, cfg.max_len, cfg.positions)  # (T,) | (B, T) | None
+    if pos is not None:
+        x = x + model.pos(pos)  # (B, T, D)
+    return model.emb_ln(x) * (seqs != 0).unsqueeze(-1)  # (B, T, D)
 
 
 def attention_mask(seqs: torch.Tensor) -> torch.Tensor:
@@ -224,8 +279,12 @@ class SASRec(nn.Module):
         self.pos = nn.Embedding(cfg.max_len, cfg.d_model)
         nn.init.normal_(self.pos.weight, std=0.02)
         self.emb_drop = nn.Dropout(cfg.emb_dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.ln_f = nn.LayerNorm(cfg.d_model)
+        post = cfg.norm == "post"
+        self.blocks = nn.ModuleList((PostNormBlock if post else Block)(cfg)
+                                    for _ in range(cfg.n_layers))
+        # post-norm: LayerNorm over item + position vectors, none after the last block
+        self.emb_ln = nn.LayerNorm(cfg.d_model) if post else nn.Identity()
+        self.ln_f = nn.Identity() if post else nn.LayerNorm(cfg.d_model)
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> SASRec:
@@ -235,13 +294,7 @@ class SASRec(nn.Module):
         """(trimmed seqs (B, T), input vectors (B, T, D)) for left-padded item indices."""
         if seqs.shape[1] > self.cfg.max_len:
             seqs = seqs[:, -self.cfg.max_len :]
-        x = self.items(seqs) * (self.cfg.d_model**0.5)  # (B, T, D)
-        # positions depend only on each row's real items, so trimming the padding of a batch
-        # (T < max_len) gives exactly the same result as padding to max_len
-        pos = position_ids(seqs, self.cfg.max_len, self.cfg.positions)  # (T,) | (B, T) | None
-        if pos is not None:
-            x = x + self.pos(pos)  # (B, T, D)
-        return seqs, self.emb_drop(x * (seqs != 0).unsqueeze(-1))  # (B, T), (B, T, D)
+        return seqs, self.emb_drop(embed_inputs(self, self.items(seqs), seqs))  # (B,T), (B,T,D)
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
         """Hidden state at every position. seqs: (B, T) left-padded item indices, T <= max_len."""
