@@ -198,3 +198,28 @@ def test_start_positions_make_every_training_position_a_served_query(tiny_model_
                 assert torch.allclose(h[:, t], served, atol=1e-5) is same, (positions, t)
     with pytest.raises(ConfigError, match="positions"):
         dataclasses.replace(tiny_model_config, positions="middle")
+
+
+@pytest.mark.parametrize(("mixer", "norm"), [("attention", "pre"), ("filter", "pre"),
+                                             ("fourier", "pre"), ("attention", "post"),
+                                             ("filter", "post"), ("fourier", "post")])
+def test_every_block_variant_saves_loads_and_compresses(tiny_model_config, mixer, norm, tmp_path):
+    """Contract shared by every architecture variant: weights round-trip through safetensors
+    exactly, and the int8 copy (compress.quantize_int8) keeps the user vectors close."""
+    from safetensors.torch import load_file
+
+    from liverec.compress.quantize import quantize_int8
+    from liverec.model.artifact import save_weights
+
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(tiny_model_config, mixer=mixer, norm=norm)).eval()
+    seqs = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    save_weights(model, tmp_path / "m.safetensors")
+    again = build_model(model.cfg).eval()
+    again.load_state_dict(load_file(str(tmp_path / "m.safetensors")))
+    with torch.no_grad():
+        u = model.encode_users(seqs)
+        assert torch.equal(again.encode_users(seqs), u)
+        q = quantize_int8(model).encode_users(seqs)
+    assert q.shape == u.shape
+    assert (q - u).abs().max() < 0.05 * u.abs().max()
