@@ -231,7 +231,9 @@ class TrainConfig:
     min_steps_per_epoch: int = 0
     # "last": a user's last max_len + 1 training events make its one training sequence (SASRec);
     # "all": a longer history also gives earlier windows, so every training event is a target
-    # once (liverec.train.batches.training_windows)
+    # once; "prefixes": one sequence per training event, supervised at its last position only
+    # (BSARec's training data; needed by model.mixer="fourier")
+    # (liverec.train.batches.training_windows)
     windows: Windows = "last"
     epochs: int = 30
     warmup_steps: int = 100
