@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import numpy as np
@@ -224,13 +225,20 @@ def test_whole_stage_p99_within_budget():
     rr = GreedyReranker(cat, cfg)
     rng = np.random.default_rng(0)
     wall, cpu = [], []
-    for _ in range(300):
-        cands, scores = rng.choice(np.arange(1, 2001), 200, replace=False), rng.normal(size=200)
-        hist = rng.integers(1, 2001, 20)
-        t, c = time.perf_counter(), time.thread_time()
-        items, _ = rr.rerank(cands, scores, 20, hist)
-        wall.append(time.perf_counter() - t)
-        cpu.append(time.thread_time() - c)
-        assert len(items) == 20
+    # a collection of the whole test session's heap (tens of ms late in a full run) would be
+    # charged to whichever call it lands in: it is the process's cost, not the stage's
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(300):
+            cands = rng.choice(np.arange(1, 2001), 200, replace=False)
+            scores, hist = rng.normal(size=200), rng.integers(1, 2001, 20)
+            t, c = time.perf_counter(), time.thread_time()
+            items, _ = rr.rerank(cands, scores, 20, hist)
+            wall.append(time.perf_counter() - t)
+            cpu.append(time.thread_time() - c)
+            assert len(items) == 20
+    finally:
+        gc.enable()
     assert np.percentile(cpu, 99) < 0.005
     assert np.percentile(wall, 99) < 0.05
