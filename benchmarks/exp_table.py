@@ -59,6 +59,60 @@ def beauty_rows() -> list[str]:
     return rows
 
 
+# benchmarks/exp_refit.py logs: exp_refit_MODE_RUN_EPOCHS_LR[_seedN].log; LastFM rows pool
+# the three seeds of runs/lfs_winall_p2800 (the LastFM default row's runs)
+REFIT_RUNS = {
+    "fusion": ("Beauty", "the default (fusion) run, runs/exp/beauty_default_winall_p2800"),
+    "id": ("Beauty", "the id-only default run, runs/exp/beauty_id_winall"),
+    "lfm": ("LastFM", "the default's 3 seed runs, runs/lfs_winall_p2800"),
+}
+REFIT_MODES = {
+    "refit": "training + validation events (the refit now in train.refit_epochs)",
+    "control": "training events only (control: same schedule, no new events)",
+    "new": "only the windows ending at a validation event, supervised there",
+}
+
+
+def _refit_log(path: Path) -> tuple[dict, list[dict]]:
+    start, epochs = {}, []
+    for line in path.read_text().splitlines():
+        if line.startswith("start "):
+            start = json.loads(line[6:].replace("'", '"'))
+        elif line.startswith("epoch "):
+            epochs.append(json.loads(line[line.index("{"):].replace("'", '"')))
+    return start, epochs
+
+
+def refit_rows() -> list[str]:
+    """Rows from benchmarks/exp_refit.py logs: test after the last epoch run (start -> end)."""
+    groups: dict[tuple, list[Path]] = {}
+    for path in sorted(RESULTS.glob("exp_refit_*.log")):
+        mode, run, rest = path.stem[len("exp_refit_"):].split("_", 2)
+        # LastFM logs end in _seedN: one row per setting, the seeds pooled
+        groups.setdefault((mode, run, "_".join(rest.split("_")[:2])), []).append(path)
+    rows = []
+    for (mode, run, setting), paths in groups.items():
+        data, which = REFIT_RUNS[run]
+        n_epochs, lr = setting.split("_")
+        logs = [_refit_log(p) for p in paths]
+        done = [len(e) for _, e in logs]
+        ends = [e[-1] for _, e in logs]
+        starts = [s for s, _ in logs]
+
+        def mean(rows_, key):
+            return sum(r[key] for r in rows_) / len(rows_)
+
+        what = (f"continue {which} from its kept weights on {REFIT_MODES[mode]}: "
+                f"{n_epochs} epochs, cosine from lr {lr.replace('e', 'e-')} to 0 "
+                f"(benchmarks/exp_refit.py; test before: NDCG@20 {mean(starts, 'ndcg@20'):.4f}, "
+                f"HR@20 {mean(starts, 'hr@20'):.4f}"
+                + (f"; stopped after {min(done)} epochs" if min(done) < int(n_epochs) else "")
+                + (f"; mean of {len(paths)} seeds" if len(paths) > 1 else "") + ")")
+        rows.append(f"| {data} | {what} | {mean(ends, 'ndcg@20'):.4f} | "
+                    f"{mean(ends, 'hr@20'):.4f} | | | `{paths[0].stem}.log` |")
+    return rows
+
+
 def main() -> None:
     lines = ["# Issue 15: experiments (kept or not), one row each", "",
              "Test metrics: full ranking over every item, history masked, test split. Validation: "
@@ -71,7 +125,8 @@ def main() -> None:
              "Targets (issue 15): " + "; ".join(f"{k} NDCG@20 >= {n} and HR@20 >= {h}"
                                                 for k, (n, h) in TARGETS.items()) + ".", "",
              "| data | what | test NDCG@20 | test HR@20 | validation | time | file |",
-             "|---|---|---|---|---|---|---|", *beauty_rows(), *lastfm_rows(), ""]
+             "|---|---|---|---|---|---|---|", *beauty_rows(), *refit_rows(), *lastfm_rows(),
+             ""]
     (RESULTS / "experiments_issue15.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -61,7 +61,8 @@ def trained(run_dir: Path) -> SimpleNamespace:
     log = json.loads((run_dir / "train_log.json").read_text())
     return SimpleNamespace(wall_s=log["wall_s"], best_epoch=log["best_epoch"],
                            time_to_best_s=log["time_to_best_s"], stopped=log["stopped"],
-                           epochs=log["epochs"], n_parameters=log["n_parameters"])
+                           epochs=log["epochs"], n_parameters=log["n_parameters"],
+                           refit=log.get("refit") or {})
 
 
 def git_commit() -> str:
@@ -107,9 +108,12 @@ def main() -> int:
                   "epochs_run": len(result.epochs), "parameters": result.n_parameters,
                   "valid_ndcg10_ge_0.040": time_to_reach(result.epochs, "ndcg@10", 0.040),
                   "valid_ndcg10_ge_0.052": time_to_reach(result.epochs, "ndcg@10", 0.052),
-                  "epochs": result.epochs},
+                  "epochs": result.epochs, "refit": result.refit},
         "test": test,
         "valid": metrics["model"]["valid"],
+        # after a refit on validation events (train.refit_epochs) "valid" is not held out;
+        # this is the kept epoch's held-out score from before it
+        "valid_held_out": metrics["model"].get("valid_held_out", metrics["model"]["valid"]),
         "baselines": metrics["baselines"],
         "api_check": {"hr@20": api["hr@20"], "ndcg@20": api["ndcg@20"],
                       "matches_eval": bool(np.isclose(api["hr@20"], test["hr@20"], atol=1e-4)
@@ -142,6 +146,13 @@ def render(p: dict, name: str) -> str:
         f"Training: {tr['epochs_run']} epochs, {tr['wall_s']:.0f} s wall (training + validation), "
         f"best validation epoch {tr['best_epoch']} at {tr['time_to_best_s']:.0f} s; "
         f"{tr['parameters']:,} parameters; {tr['stopped']}.",
+        *([f"Refit on the validation events after model selection: {r['epochs']} epochs at "
+           f"lr {r['lr']:g}, {r['wall_s']:.0f} s, {r['added_targets']:,} targets added; "
+           + ("kept." if r["kept"] else f"not kept ({r['why']}).")]
+          if (r := tr.get("refit") or {}) else []),
+        f"Held-out validation (the kept epoch): NDCG@10 {p['valid_held_out']['ndcg@10']:.4f}, "
+        f"NDCG@20 {p['valid_held_out']['ndcg@20']:.4f}, HR@20 "
+        f"{p['valid_held_out']['hr@20']:.4f}.",
         "Validation NDCG@10 >= 0.040 first reached: "
         + (f"epoch {reach['epoch']}, {reach['seconds']:.0f} s." if reach else "never."),
         f"API check (liverec.load(...).recommend_batch, k=20): HR@20 {p['api_check']['hr@20']:.4f}"

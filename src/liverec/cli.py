@@ -99,6 +99,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"{result.wall_s:.0f}s; best validation "
           f"{key.upper()} {result.best_valid.get(key, 0):.4f} at epoch {result.best_epoch} "
           f"({result.stopped})" + (f" on {ctx.world_size} processes" if ctx.enabled else ""))
+    if result.refit:
+        r = result.refit
+        print(f"refit on the validation events: {r['epochs']} epochs at lr {r['lr']:g}, "
+              f"{r['added_targets']:,} targets added, {r['wall_s']:.0f}s; " +
+              ("kept (validation scores of this model are no longer held out)" if r["kept"]
+               else f"not kept ({r['why']}): the best validation epoch's weights stay"))
     if args.eval:
         metrics = evaluate_run(out, baselines=() if args.no_baselines else None)
         _print_metrics(metrics, cfg.eval.ks)

@@ -245,6 +245,14 @@ class TrainConfig:
     # least this many optimiser steps (a small dataset's epochs are few steps, its validation
     # noisy), resolved with the batch size (liverec.train.batches.resolve_batch_and_patience)
     min_patience_steps: int = 0
+    # refit on the validation events: 0 = off; else, after early stopping, the kept (best
+    # validation) weights train this many more epochs on the training events plus each user's
+    # validation event (the event the test step already sees in its input, and that the
+    # report's baselines are fitted with), with a fresh optimiser and a cosine decay from
+    # refit_lr x lr; validation scores after it are no longer held out, so the run keeps the
+    # ones from before (liverec.train.loop: _Run.refit)
+    refit_epochs: int = 0
+    refit_lr: float = 0.5
     # the validation metric that picks the best epoch and drives early stopping: "ndcg@K",
     # "hr@K" or "mrr@K" with K in eval.ks (case-insensitive); "auto" = ndcg@10 when 10 is in
     # eval.ks, else ndcg at the smallest K of eval.ks
@@ -266,7 +274,8 @@ class TrainConfig:
             "lr": _GE0, "weight_decay": _GE0, "momentum": _UNIT_OPEN, "batch_size": _GE1,
             "epochs": _GE1, "warmup_steps": _GE0, "min_lr_ratio": _UNIT, "grad_clip": _GE0,
             "patience": _GE1, "eval_every": _GE1, "num_threads": _GE0, "max_time_s": _GE0,
-            "min_steps_per_epoch": _GE0, "min_patience_steps": _GE0})
+            "min_steps_per_epoch": _GE0, "min_patience_steps": _GE0, "refit_epochs": _GE0,
+            "refit_lr": (0, 1, False, True)})
         monitor = str(self.monitor).strip().lower()
         if monitor != "auto" and not re.fullmatch(rf"({'|'.join(METRICS)})@[1-9][0-9]*", monitor):
             raise ConfigError(f"train.monitor: {self.monitor!r} is not a metric; use "

@@ -58,7 +58,9 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     # 257 users with batch 64: the last global batch has one sequence, so rank 1 gets an
     # empty slice there (and trains on a zero-weight row)
     shop = write_shop(tmp_path / "Shop.txt", n_users=257)
-    args = ["--data", str(shop), *TINY, "--set", "train.epochs=4", "--no-baselines"]
+    # with the refit on validation events (rank 0 loads the kept weights, every rank gets them)
+    args = ["--data", str(shop), *TINY, "--set", "train.epochs=4", "--set",
+            "train.refit_epochs=2", "--no-baselines"]
     assert main(["train", "--out", str(tmp_path / "one"), *args]) == 0
     assert main(["train", "--nproc", "2", "--out", str(tmp_path / "two"), *args]) == 0
     one, two = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("one", "two"))
@@ -69,6 +71,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     assert [e["epoch"] for e in log1["epochs"]] == [e["epoch"] for e in log2["epochs"]]
     for a, b in zip(log1["epochs"], log2["epochs"]):
         assert b["loss"] == pytest.approx(a["loss"], rel=LOSS_RTOL)
+    assert log1["refit"]["kept"] and log2["refit"]["kept"]
+    assert log2["refit"]["loss"] == pytest.approx(log1["refit"]["loss"], rel=LOSS_RTOL)
     files = {p.name for p in (tmp_path / "one").iterdir()}
     assert files == {p.name for p in (tmp_path / "two").iterdir()} - {"torchrun.log"}
 

@@ -140,6 +140,16 @@ class Prepared:
             out.append(seqs.items[start : start + self.split.train_end[u]])
         return out
 
+    def refit_sequences(self) -> list[np.ndarray]:
+        """Each user's training part plus their validation event, when they have one (users
+        with at least two such events): what the test step's input holds up to its last event
+        under leave-one-out. For a temporal split only the user's first validation-window event
+        is added. Used by the refit on validation events (``train.refit_epochs``)."""
+        seqs, split = self.sequences, self.split
+        ends = np.where(split.valid_pos > 0, split.valid_pos + 1, split.train_end)
+        return [seqs.items[seqs.indptr[u] : seqs.indptr[u] + ends[u]]
+                for u in np.flatnonzero(ends >= 2)]
+
     def train_item_counts(self) -> np.ndarray:
         """Training occurrences of every item index (N + 1,); index 0 (padding) counts 0."""
         seqs = self.train_sequences()

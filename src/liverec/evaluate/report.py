@@ -115,6 +115,11 @@ def evaluate_run(run_dir: Path, data: DataConfig | None = None,
         tl = json.loads(train_log.read_text())
         result["training"] = {k: tl[k] for k in
                               ("best_epoch", "wall_s", "time_to_best_s", "stopped", "n_parameters")}
+        if (tl.get("refit") or {}).get("kept"):
+            # the refit trained on the validation events: the validation scores above are not
+            # held out; the held-out ones are the kept epoch's, from before the refit
+            result["training"]["refit"] = tl["refit"]
+            result["model"]["valid_held_out"] = tl["best_valid"]
     (Path(run_dir) / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     (Path(run_dir) / "report.md").write_text(render_report(result, cfg))
     return result
@@ -246,6 +251,14 @@ def render_report(result: dict, cfg: RunConfig) -> str:
         "## Validation (model)\n",
         metrics_table({cfg.model.name: result["model"]["valid"]}, cfg.eval.ks),
     ]
+    if "valid_held_out" in result["model"]:
+        r = result["training"]["refit"]
+        lines += [f"The model was refit on the validation events after model selection "
+                  f"({r['epochs']} epochs at lr {r['lr']:g}, train.refit_epochs), so the "
+                  "scores above are not held out. Held-out validation of the kept epoch, "
+                  "before the refit:\n",
+                  metrics_table({cfg.model.name: result["model"]["valid_held_out"]},
+                                cfg.eval.ks)]
     if "training" in result:
         t = result["training"]
         lines.append(

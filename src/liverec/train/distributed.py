@@ -148,6 +148,15 @@ def sum_across_ranks(value: float, ctx: DistContext) -> float:
     return float(t.item())
 
 
+def broadcast_state(model: torch.nn.Module, ctx: DistContext) -> None:
+    """Rank 0's parameters and buffers copied in place on every rank (unchanged alone)."""
+    if not ctx.enabled:
+        return
+    with torch.no_grad():
+        for t in model.state_dict().values():  # views of the parameters and buffers
+            dist.broadcast(t, src=0)
+
+
 def wrap_ddp(model: torch.nn.Module, ctx: DistContext, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around ``model`` (unchanged when running alone)."""
     if not ctx.enabled:

@@ -11,6 +11,11 @@ Hot path: the training matrices live on the device (train/batches.py: a gather p
 loss is summed on the device and read once per epoch, validation runs on the device in large
 batches (evaluate/protocol.py ``DeviceCases``) with one transfer at the end.
 
+After early stopping, ``train`` can refit the kept weights on the validation events
+(``train.refit_epochs``; ``_Run.refit``): a fixed number of epochs on each user's training events
+plus their validation event, with no selection, the held-out validation score of the kept epoch
+staying the run's ``best_valid``.
+
 Also: an optional per-epoch callback (hyper-parameter search reports and prunes through it),
 data-parallel training under torchrun (train/distributed.py), bf16 autocast, torch.compile,
 and an atomic resume checkpoint after every epoch (``--resume``).
@@ -47,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from liverec.config import EvalConfig, RunConfig, TrainConfig, monitor_metric, to_dict
@@ -70,6 +76,7 @@ from liverec.train.distributed import (
     DistContext,
     RankBatches,
     broadcast_from_main,
+    broadcast_state,
     env_context,
     main_first,
     peer_errors_as_one_line,
@@ -100,6 +107,7 @@ class TrainResult:
     stopped: str = "max_epochs"
     nonfinite: str = "stop"  # the policy the run used
     skipped_steps: int = 0  # steps skipped for a NaN/inf loss or gradient ("skip" policy)
+    refit: dict = field(default_factory=dict)  # the refit on validation events (when on)
 
 
 def seed_everything(seed: int) -> None:
@@ -223,8 +231,12 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
             net = torch.compile(net)
         with peer_errors_as_one_line(ctx):
             run.loop(net, callback)
-        if ctx.is_main and cfg.eval.protocol == "repeat" and run.result.best_epoch > 0:
-            fit_repeat_for_run(out_dir, model, prepared)  # repeat-aware mode: repeat.json
+            kept = broadcast_from_main(run.result.best_epoch > 0, ctx)
+            if ctx.is_main and cfg.eval.protocol == "repeat" and kept:
+                # fitted on held-out validation cases, so before any refit trains on them
+                fit_repeat_for_run(out_dir, model, prepared)  # repeat-aware mode: repeat.json
+            if tc.refit_epochs and kept:
+                run.refit(net)
         if ctx.is_main:
             run.finish()
     return run.result
@@ -358,6 +370,67 @@ class _Run:
             raise NonFiniteError(f"{stop}; training stopped{where} (lower train.lr, or set "
                                  "train.nonfinite=skip to skip such steps)")
 
+    def refit(self, net: torch.nn.Module) -> None:
+        """Every rank: continue the kept weights for ``train.refit_epochs`` epochs on the
+        training events plus each user's validation event (``Prepared.refit_sequences``).
+
+        Why: under leave-one-out the test step's input ends with the validation event, which
+        the early-stopped model never trained on (the baselines of the report are fitted on the
+        same test histories). Model selection stays on held-out validation: the epoch count
+        and weights are fixed before the refit, which only adds ``refit_epochs`` epochs with a
+        fresh optimiser and a cosine decay from ``refit_lr`` x ``lr`` (no selection, no early
+        stopping). The "refit on train + validation after model selection" of standard
+        practice (e.g. scikit-learn's ``refit``), done as a continuation rather than from
+        scratch; measured in benchmarks/results/experiments_issue15.md.
+
+        Rank 0 then writes the weights, unless a step, a weight or a validation-history
+        score is not finite: the best-validation weights stay (on disk and in ``model``) and
+        ``result.refit["why"]`` says what failed. ``result.best_valid`` stays the held-out
+        score from before the refit."""
+        tc, ctx, out_dir = self.cfg.train, self.ctx, self.out_dir
+        assert out_dir is not None  # train() only
+        weights = out_dir / "model.safetensors"
+        if ctx.is_main:  # the kept (best validation) weights
+            self.model.load_state_dict(load_file(str(weights), device=str(self.device)))
+        broadcast_state(self.model, ctx)
+        seqs = self.prepared.refit_sequences()
+        batches = TrainBatches(seqs, self.cfg.model.max_len, tc.batch_size, tc.seed + 1,
+                               device=self.device, windows=tc.windows)
+        rtc = dataclasses.replace(tc, lr=tc.lr * tc.refit_lr, warmup_steps=0,
+                                  schedule="cosine", epochs=tc.refit_epochs)
+        opt = build_optimizer(self.model, rtc)
+        sched = build_schedule(opt, rtc, total_steps=len(batches) * rtc.epochs)
+        stream, rows, why = RankBatches(batches, ctx), [], ""
+        t0 = time.perf_counter()
+        try:
+            for epoch in range(1, rtc.epochs + 1):
+                row = _run_epoch(net, stream, opt, sched, rtc, epoch, ctx, self.device,
+                                 self.loss_fn, self.after_step, self.model)
+                rows.append(row)
+                if ctx.is_main:
+                    log.info("refit epoch %d/%d loss %.4f", epoch, rtc.epochs, row["loss"] or 0)
+                if row["skipped_steps"]:
+                    why = f"refit epoch {epoch}: {row['skipped_steps']} non-finite steps"
+                    break
+        except NonFiniteError as exc:
+            why = f"refit: {exc}".split("; training stopped")[0]
+        if ctx.is_main:
+            if not why:
+                check, why = self._health_weights()
+            if why:
+                log.warning("refit not kept (%s): the best validation weights stay", why)
+                self.model.load_state_dict(load_file(str(weights), device=str(self.device)))
+            else:
+                self.best_check = check
+                save_weights_atomic(self.model, weights)
+            self.result.refit = {
+                "epochs": rtc.epochs, "lr": rtc.lr, "targets": batches.n_targets,
+                "added_targets": batches.n_targets - self.batches.n_targets,
+                "loss": [r["loss"] for r in rows], "wall_s": time.perf_counter() - t0,
+                "kept": not why, "why": why}
+            self.result.wall_s += self.result.refit["wall_s"]
+            _write_log(self.result, out_dir)
+
     def finish(self) -> None:
         """Rank 0: mark the run directory complete, once a finite epoch's weights are in it."""
         r = self.result
@@ -368,8 +441,9 @@ class _Run:
         if r.best_epoch == 0:
             raise NonFiniteError(f"training kept no epoch: none had finite validation scores "
                                  f"({r.stopped}); {self.out_dir} is not loadable")
+        refit = {"refit": {k: r.refit[k] for k in ("epochs", "kept", "why")}} if r.refit else {}
         mark_complete(self.out_dir, by="train", best_epoch=r.best_epoch,
-                      skipped_steps=r.skipped_steps, score_check=self.best_check)
+                      skipped_steps=r.skipped_steps, score_check=self.best_check, **refit)
 
     def end_epoch(self, row: dict, epoch: int, start: float,
                   callback: EpochCallback | None) -> str | None:
@@ -437,6 +511,11 @@ class _Run:
                              if isinstance(v, float) and not math.isfinite(v))
         if bad_metrics:
             return {}, f"non-finite validation metrics {bad_metrics}"
+        return self._health_weights()
+
+    def _health_weights(self) -> tuple[dict, str]:
+        """(finite-score check, what is not finite or "") of the weights and the scores on
+        validation histories."""
         bad_params = nonfinite_parameters(self.model)
         if bad_params:
             more = f" (and {len(bad_params) - 3} more)" if len(bad_params) > 3 else ""

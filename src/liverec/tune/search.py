@@ -196,8 +196,10 @@ def _has_baseline(study) -> bool:
 
 
 def trial_config(cfg: RunConfig, number: int, tc: TuneConfig) -> RunConfig:
-    """The settings a trial trains with: its budget, quiet, no resume checkpoint."""
-    train = dataclasses.replace(cfg.train, progress=False, checkpoint=False,
+    """The settings a trial trains with: its budget, quiet, no resume checkpoint, no refit on
+    validation events (a trial is judged on held-out validation, which the refit would only
+    spend time on; train the chosen settings with ``liverec train`` to get it)."""
+    train = dataclasses.replace(cfg.train, progress=False, checkpoint=False, refit_epochs=0,
                                 max_time_s=tc.trial_time_s or cfg.train.max_time_s)
     return dataclasses.replace(cfg, name=f"{cfg.name}-trial{number}", train=train)
 
