@@ -49,12 +49,15 @@ def run_seed(cfg, seed: int, runs: Path) -> dict:
     metrics = evaluate_run(out)
     api = api_check(out, prepared)
     test = metrics["model"]["test"]
-    return {"seed": seed, "test": test, "valid": metrics["model"]["valid"],
+    # held out: after a refit on the validation events (train.refit_epochs) the kept epoch's
+    # score from before it
+    valid = metrics["model"].get("valid_held_out", metrics["model"]["valid"])
+    return {"seed": seed, "test": test, "valid": valid,
             "baselines": metrics["baselines"], "protocol_choice": metrics["protocol_choice"],
             "data": metrics["data"],
             "train": {"wall_s": result.wall_s, "best_epoch": result.best_epoch,
                       "epochs_run": len(result.epochs), "stopped": result.stopped,
-                      "time_to_best_s": result.time_to_best_s},
+                      "time_to_best_s": result.time_to_best_s, "refit": result.refit},
             "total_s": time.perf_counter() - t0,
             "api_check": {"hr@20": api["hr@20"], "ndcg@20": api["ndcg@20"],
                           "matches_eval": bool(np.isclose(api["hr@20"], test["hr@20"], atol=1e-4)

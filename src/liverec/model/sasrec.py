@@ -136,6 +136,13 @@ def build_mixer_filter(cfg: ModelConfig) -> nn.Module | None:
     return None
 
 
+def position_wise_ffn(cfg: ModelConfig) -> nn.Sequential:
+    """The blocks' feed-forward layer: Linear(D, d_ff), GELU, Linear(d_ff, D), per position
+    (the state-dict names ffn.0 / ffn.2 are part of the saved format)."""
+    return nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(),
+                         nn.Linear(cfg.d_ff, cfg.d_model))
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + mix(LN(x)), then x + FFN(LN(x)); mix = attention, or
     (model.mixer="filter" / "fourier") alpha * low-pass + (1 - alpha) * attention."""
@@ -147,11 +154,7 @@ class Block(nn.Module):
         self.filter = build_mixer_filter(cfg)
         self.alpha = cfg.filter_alpha
         self.ln2 = nn.LayerNorm(cfg.d_model)
-        self.ffn = nn.Sequential(
-            nn.Linear(cfg.d_model, cfg.d_ff),
-            nn.GELU(),
-            nn.Linear(cfg.d_ff, cfg.d_model),
-        )
+        self.ffn = position_wise_ffn(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -186,11 +189,7 @@ class PostNormBlock(nn.Module):
         self.filter = build_mixer_filter(cfg)
         self.ln_filter = nn.LayerNorm(cfg.d_model) if self.filter is not None else None
         self.alpha = cfg.filter_alpha
-        self.ffn = nn.Sequential(
-            nn.Linear(cfg.d_model, cfg.d_ff),
-            nn.GELU(),
-            nn.Linear(cfg.d_ff, cfg.d_model),
-        )
+        self.ffn = position_wise_ffn(cfg)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
 
