@@ -27,6 +27,10 @@ def lastfm_rows() -> list[str]:
         secs = sum(r["train"]["wall_s"] for r in d["runs"]) / len(d["runs"])
         # the config file changes between commits (configs/default.json did): name the commit
         what = ", ".join([f"`{d['config']}` at {d.get('commit', '?')}", *d["overrides"]])
+        refit = d["runs"][0]["train"].get("refit") or {}
+        if refit:  # recorded by the run itself (the config file may be newer than the commit)
+            what += (f", with the refit on validation events ({refit['epochs']} epochs at lr "
+                     f"{refit['lr']:g}; validation column: held out, before the refit)")
         rows.append(f"| LastFM | {what} | {n['mean']:.4f} ± {n['std']:.4f} | "
                     f"{h['mean']:.4f} ± {h['std']:.4f} | "
                     f"{d['valid_summary']['ndcg@20']['mean']:.4f} (NDCG@20) | "

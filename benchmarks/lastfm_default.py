@@ -97,6 +97,12 @@ def render(p: dict) -> str:
                  f"{TARGET['hr@20']:.4f} | |")
     tv = PUBLISHED["TV-Rec (NeurIPS'25)"]
     met = all(s[k]["mean"] >= TARGET[k] for k in TARGET)
+    refit = runs[0]["train"].get("refit") or {}
+    if refit:
+        lines += ["", f"Every seed ran the refit on validation events after early stopping "
+                  f"({refit['epochs']} epochs at lr {refit['lr']:g}, kept: "
+                  f"{all(r['train']['refit'].get('kept') for r in runs)}); the valid column "
+                  "is the held-out score of the kept epoch, from before the refit."]
     lines += ["", f"Mean vs TV-Rec: NDCG@20 {s['ndcg@20']['mean'] / tv['ndcg@20'] - 1:+.1%}, "
               f"HR@20 {s['hr@20']['mean'] / tv['hr@20'] - 1:+.1%}; target met: {met}.", "",
               "| seed | test NDCG@20 | test HR@20 | test NDCG@10 | test HR@10 | valid NDCG@20 "
