@@ -140,3 +140,44 @@ def test_tuning_trials_do_not_refit(tiny_run_config):
 
     cfg = _cfg(tiny_run_config, refit_epochs=3)
     assert trial_config(cfg, 0, TuneConfig()).train.refit_epochs == 0
+
+
+def test_a_repeat_aware_run_fits_its_mixture_on_held_out_validation_before_the_refit(
+        tmp_path, monkeypatch):
+    """The repeat-explore mixture is fitted on validation cases, so it is fitted with the kept
+    weights before the refit trains on those cases; the run then serves both."""
+    from tests.conftest import LISTENING
+
+    import liverec
+    from liverec.config import ModelConfig, RunConfig
+    from liverec.data.prepare import prepare
+    from liverec.data.synthetic import generate
+    from liverec.model import repeat as repeat_mod
+    from liverec.train.loop import train
+
+    data_cfg = DataConfig(synthetic=LISTENING, cache=False)
+    prepared = prepare(generate(LISTENING), data_cfg)
+    cfg = RunConfig(
+        name="listen", data=data_cfg,
+        model=ModelConfig(n_items=LISTENING.n_items, d_model=16, n_layers=1, n_heads=1,
+                          d_ff=32, max_len=20),
+        train=TrainConfig(lr=1e-2, epochs=3, batch_size=64, warmup_steps=5, progress=False,
+                          checkpoint=False, refit_epochs=1),
+        eval=EvalConfig(protocol="repeat", baselines=("pop",)))
+    fitted_with = []
+    real = repeat_mod.RepeatExplore.fit
+
+    def spy(self, histories, targets):
+        fitted_with.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return real(self, histories, targets)
+
+    monkeypatch.setattr(repeat_mod.RepeatExplore, "fit", spy)
+    result = train(cfg, prepared, tmp_path / "run")
+    monkeypatch.undo()
+    assert result.refit["kept"] and len(fitted_with) == 1
+    served = load_file(str(tmp_path / "run" / "model.safetensors"))
+    # the mixture saw the kept (pre-refit) weights, the run serves the refit ones
+    assert any(not torch.equal(fitted_with[0][k], served[k]) for k in served)
+    rec = liverec.load(tmp_path / "run")
+    top = rec.recommend([str(i) for i in prepared.vocab.ids[1:6]], k=5)
+    assert len(top) == 5
