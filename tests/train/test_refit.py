@@ -181,3 +181,52 @@ def test_a_repeat_aware_run_fits_its_mixture_on_held_out_validation_before_the_r
     rec = liverec.load(tmp_path / "run")
     top = rec.recommend([str(i) for i in prepared.vocab.ids[1:6]], k=5)
     assert len(top) == 5
+
+
+FIT_TC = TrainConfig(lr=1e-2, batch_size=64, warmup_steps=0, progress=False)
+
+
+def _fresh(tiny_model_config, data):
+    from liverec.model import build_model
+
+    torch.manual_seed(0)
+    return build_model(dataclasses.replace(tiny_model_config, n_items=data.vocab.n_items))
+
+
+def test_fit_refits_with_the_same_loss_and_hook_after_selection(tiny_model_config,
+                                                                known_answer_data):
+    """fit() (compression fine-tuning, distillation) refits like train(): after selection,
+    with the caller's loss and after-step hook, over the training + validation events."""
+    from liverec.train.loop import default_loss, fit
+
+    plain = _fresh(tiny_model_config, known_answer_data)
+    log_plain = fit(plain, known_answer_data, FIT_TC, 3)
+    model = _fresh(tiny_model_config, known_answer_data)
+    calls, hooks = [], []
+
+    def loss_fn(m, batch):
+        calls.append(1)
+        return default_loss(m, batch)
+
+    tc = dataclasses.replace(FIT_TC, refit_epochs=2)
+    log_ = fit(model, known_answer_data, tc, 3, loss_fn=loss_fn,
+               after_step=lambda m: hooks.append(m is model))
+    steps = -(-len(known_answer_data.train_sequences()) // tc.batch_size)
+    refit_steps = -(-len(known_answer_data.refit_sequences()) // tc.batch_size)
+    assert len(calls) == len(hooks) == 3 * steps + 2 * refit_steps and all(hooks)
+    assert log_["refit"]["kept"] and log_plain["refit"] == {}
+    assert log_["best_epoch"] == log_plain["best_epoch"]
+    assert log_["best_valid"] == pytest.approx(log_plain["best_valid"])
+    a, b = plain.state_dict(), model.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the model holds the refit weights
+    assert not model.training
+
+
+def test_a_pruned_model_stays_pruned_through_its_refit(tiny_model_config, known_answer_data):
+    from liverec.compress.prune import apply_masks, magnitude_prune, sparsity_of
+    from liverec.train.loop import fit
+
+    model, masks = magnitude_prune(_fresh(tiny_model_config, known_answer_data), 0.5)
+    tc = dataclasses.replace(FIT_TC, refit_epochs=1)
+    log_ = fit(model, known_answer_data, tc, 2, after_step=lambda _: apply_masks(masks))
+    assert log_["refit"]["kept"] and sparsity_of(model) >= 0.49

@@ -150,6 +150,10 @@ def write_variant(src: Source, out: Path, model: torch.nn.Module, compression: d
 
 
 def finetune_config(src: Source, cc: CompressConfig) -> TrainConfig:
+    """The source run's training settings for fine-tuning a variant (pruned, distilled): its
+    own lr unless ``cc.lr``, a short warm-up; a source trained with a refit on validation
+    events (``train.refit_epochs``) gives its variants the same refit after their selection,
+    so they are compared with the reference on the same training data."""
     tc = src.cfg.train
     return dataclasses.replace(tc, lr=cc.lr or tc.lr, progress=False,
                                warmup_steps=min(tc.warmup_steps, 20))
@@ -276,6 +280,9 @@ def prepare_for(run_dir: Path) -> Prepared:
 
 
 def _summary(log_: dict) -> dict:
+    refit = log_.get("refit") or {}
     return {"epochs": len(log_["epochs"]), "best_epoch": log_["best_epoch"],
             "best_valid": log_["best_valid"], "stopped": log_.get("stopped", ""),
-            "skipped_steps": log_.get("skipped_steps", 0)}
+            "skipped_steps": log_.get("skipped_steps", 0),
+            **({"refit": {k: refit[k] for k in ("epochs", "lr", "kept", "why")}}
+               if refit else {})}

@@ -276,8 +276,11 @@ def retrain(run_dir: Path, events, out_dir: Path, rc: RetrainConfig = RetrainCon
     model.eval()
     current = evaluate_scores(known_items_score_fn(model, vocab.n_items), prepared, "test",
                               (10, 20))
+    # no refit on validation events here: the selection cases pick the epoch and the
+    # decision cases judge the version, as measured in benchmarks/results/retrain*
     tc: TrainConfig = dataclasses.replace(cfg.train, lr=rc.lr or cfg.train.lr,
-                                          warmup_steps=0, seed=rc.seed, progress=False)
+                                          warmup_steps=0, seed=rc.seed, progress=False,
+                                          refit_epochs=0)
     # the shared training loop (liverec.train.loop.fit): on the run's train.device, best
     # selection-case epoch kept in memory (epoch 0 = the current model)
     log_ = fit(candidate, prepared, tc, rc.epochs)

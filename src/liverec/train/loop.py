@@ -235,11 +235,17 @@ def train(cfg: RunConfig, prepared: Prepared, out_dir: Path,
             if ctx.is_main and cfg.eval.protocol == "repeat" and kept:
                 # fitted on held-out validation cases, so before any refit trains on them
                 fit_repeat_for_run(out_dir, model, prepared)  # repeat-aware mode: repeat.json
-            if tc.refit_epochs and kept:
+            if tc.refit_epochs and kept and _may_refit(run.result.stopped):
                 run.refit(net)
         if ctx.is_main:
             run.finish()
     return run.result
+
+
+def _may_refit(stopped: str) -> bool:
+    """Whether a run that ended this way gets its refit on validation events: not after a
+    divergence (every step of an epoch non-finite under ``train.nonfinite="skip"``)."""
+    return not stopped.startswith("diverged")
 
 
 def fit_device(tc: TrainConfig) -> torch.device:
@@ -260,7 +266,9 @@ def fit(model: torch.nn.Module, prepared: Prepared, tc: TrainConfig, epochs: int
         model: a sequence model (``forward(batch)``, ``score``, ``cfg.max_len``).
         prepared: data with a validation split (the model's vocabulary).
         tc: the training settings (lr, batch size, schedule, clipping, seed, device, bf16,
-            compile, patience, eval_every, nonfinite, max_time_s).
+            compile, patience, eval_every, nonfinite, max_time_s, and refit_epochs /
+            refit_lr: the kept epoch then refits on the validation events with the same
+            ``loss_fn`` and ``after_step``, as ``train`` does).
         epochs: passes over the training sequences (default ``tc.epochs``; 0 = evaluate only).
         loss_fn: ``(model, batch) -> loss`` (default the model's own training loss).
         after_step: called with the model after every optimiser step.
@@ -270,7 +278,9 @@ def fit(model: torch.nn.Module, prepared: Prepared, tc: TrainConfig, epochs: int
     Returns:
         {"epochs": [...], "best_epoch": int, "best_valid": metrics, "stopped": "" or why it
         ended early (a non-finite step or epoch, early stopping, the time budget),
-        "skipped_steps": int, "time_to_best_s" and "wall_s" (seconds from the first epoch)}.
+        "skipped_steps": int, "time_to_best_s" and "wall_s" (seconds from the first epoch),
+        "refit": the refit's record ({} when there was none)}; the model holds the refit
+        weights when ``refit["kept"]``, else the best validation state.
 
     Raises:
         ConfigError: ``train.monitor`` is not among ``ks``, or an unknown device.
@@ -304,13 +314,14 @@ def fit(model: torch.nn.Module, prepared: Prepared, tc: TrainConfig, epochs: int
     r = run.result
     r.best_valid = run.evaluate()
     keep(model)
-    stopped = ""
+    stopped, finite = "", True
     if epochs > 0:
         net = torch.compile(model) if tc.compile else model
         try:
             run.loop(net, callback)
             stopped = "" if r.stopped == "max_epochs" else r.stopped
         except NonFiniteError as exc:
+            finite = False
             if hasattr(exc, "step"):  # a step's loss or gradient (see _step_error)
                 stopped = (f"non-finite loss or gradient at epoch {exc.epoch} step {exc.step} "
                            f"({exc.what}); the best finite state (epoch {r.best_epoch}) was kept")
@@ -318,12 +329,16 @@ def fit(model: torch.nn.Module, prepared: Prepared, tc: TrainConfig, epochs: int
                 stopped = f"{exc}; the best finite state (epoch {r.best_epoch}) was kept"
         if stopped:
             log.warning("fit stopped: %s", stopped)
-    model.load_state_dict(best_state)
+        if tc.refit_epochs and r.best_epoch > 0 and finite and _may_refit(r.stopped):
+            run.refit(net, kept=best_state)  # leaves the refit (or, failed, the kept) weights
+            best_state = {}
+    if best_state:
+        model.load_state_dict(best_state)
     model.to(home)
     model.eval()
     return {"epochs": r.epochs, "best_epoch": r.best_epoch, "best_valid": r.best_valid,
             "stopped": stopped, "skipped_steps": r.skipped_steps,
-            "time_to_best_s": r.time_to_best_s, "wall_s": r.wall_s}
+            "time_to_best_s": r.time_to_best_s, "wall_s": r.wall_s, "refit": r.refit}
 
 
 @dataclass
@@ -370,7 +385,7 @@ class _Run:
             raise NonFiniteError(f"{stop}; training stopped{where} (lower train.lr, or set "
                                  "train.nonfinite=skip to skip such steps)")
 
-    def refit(self, net: torch.nn.Module) -> None:
+    def refit(self, net: torch.nn.Module, kept: dict[str, torch.Tensor] | None = None) -> None:
         """Every rank: continue the kept weights for ``train.refit_epochs`` epochs on the
         training events plus each user's validation event (``Prepared.refit_sequences``).
 
@@ -383,15 +398,22 @@ class _Run:
         practice (e.g. scikit-learn's ``refit``), done as a continuation rather than from
         scratch; measured in benchmarks/results/experiments_issue15.md.
 
-        Rank 0 then writes the weights, unless a step, a weight or a validation-history
-        score is not finite: the best-validation weights stay (on disk and in ``model``) and
+        ``kept``: the kept weights (``fit``, in memory); None = ``train``'s
+        ``model.safetensors`` in the run directory, which rank 0 reads and then rewrites.
+
+        The refit weights stay unless a step, a weight or a validation-history score is not
+        finite: then the kept weights stay (on disk and in ``model``) and
         ``result.refit["why"]`` says what failed. ``result.best_valid`` stays the held-out
         score from before the refit."""
         tc, ctx, out_dir = self.cfg.train, self.ctx, self.out_dir
-        assert out_dir is not None  # train() only
-        weights = out_dir / "model.safetensors"
-        if ctx.is_main:  # the kept (best validation) weights
-            self.model.load_state_dict(load_file(str(weights), device=str(self.device)))
+        weights = None if out_dir is None else out_dir / "model.safetensors"
+
+        def restore_kept() -> None:
+            self.model.load_state_dict(kept if kept is not None else
+                                       load_file(str(weights), device=str(self.device)))
+
+        if ctx.is_main:
+            restore_kept()
         broadcast_state(self.model, ctx)
         seqs = self.prepared.refit_sequences()
         batches = TrainBatches(seqs, self.cfg.model.max_len, tc.batch_size, tc.seed + 1,
@@ -419,17 +441,19 @@ class _Run:
                 check, why = self._health_weights()
             if why:
                 log.warning("refit not kept (%s): the best validation weights stay", why)
-                self.model.load_state_dict(load_file(str(weights), device=str(self.device)))
+                restore_kept()
             else:
                 self.best_check = check
-                save_weights_atomic(self.model, weights)
+                if weights is not None:
+                    save_weights_atomic(self.model, weights)
             self.result.refit = {
                 "epochs": rtc.epochs, "lr": rtc.lr, "targets": batches.n_targets,
                 "added_targets": batches.n_targets - self.batches.n_targets,
                 "loss": [r["loss"] for r in rows], "wall_s": time.perf_counter() - t0,
                 "kept": not why, "why": why}
             self.result.wall_s += self.result.refit["wall_s"]
-            _write_log(self.result, out_dir)
+            if out_dir is not None:
+                _write_log(self.result, out_dir)
 
     def finish(self) -> None:
         """Rank 0: mark the run directory complete, once a finite epoch's weights are in it."""
