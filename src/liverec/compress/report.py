@@ -1,5 +1,7 @@
 """The trade-off report: every variant beside the fp32 reference, same split, same inputs,
-one run. Quality (full-ranking NDCG@20, HR@20, top-10 agreement with fp32), size (bytes on
+one run. Quality (full-ranking NDCG@20, HR@20 under the reference run's protocol: masked, or
+repeat-aware with the carried repeat-explore mixture; top-10 agreement with fp32 on the
+sequence model's masked lists), size (bytes on
 disk, stored weight elements), batch-1 latency (p50/p99 with variants interleaved call by
 call; p50 warm, each variant's calls back to back) and
 batch-B throughput. Writes JSON, markdown and a plot (NDCG@20 vs latency, marker = size).
@@ -131,13 +133,14 @@ def compare(variants: dict[str, Path], prepared: Prepared, bench_histories: int 
         if next(iter(variants)) in broken:
             ref = next(iter(variants))
             raise ArtifactError(f"the reference {variants[ref]} is {broken[ref]}")
+        protocol = reference_protocol(next(iter(variants.values())), prepared)
         ref_top = top10(models[next(iter(models))], bench)
         lat = latency(models, bench, repeats)
         warm = latency_warm(models, bench, repeats)
         thr = throughput(models, bench, throughput_batch, throughput_repeats)
         rows = {}
         for n, m in models.items():
-            q = evaluate_model(m, prepared, "test", (10, 20))
+            q = variant_quality(variants[n], m, prepared, protocol)
             t = np.array(lat[n]) * 1e3
             rows[n] = {"run_dir": str(variants[n]), "ndcg@20": q["ndcg@20"], "hr@20": q["hr@20"],
                        "ndcg@10": q["ndcg@10"], "top10_overlap_fp32": overlap(top10(m, bench),
@@ -154,9 +157,33 @@ def compare(variants: dict[str, Path], prepared: Prepared, bench_histories: int 
                    "weight_bytes": weight_bytes(variants[n]),
                    "weight_elements": weight_elements(variants[n])}
     rows = {n: rows[n] for n in variants}  # the caller's order
-    return {"reference": next(iter(rows)), "threads": threads, "cases": len(histories),
+    return {"reference": next(iter(rows)), "protocol": protocol,
+            "threads": threads, "cases": len(histories),
             "latency_calls": len(bench) * repeats, "throughput_batch": throughput_batch,
             "variants": _with_ratios(rows, throughput_batch)}
+
+
+def reference_protocol(ref_dir: Path, prepared: Prepared) -> str:
+    """The evaluation protocol the reference run was trained and reported under ("masked" or
+    "repeat"; ``eval.protocol`` "auto" resolved as its own report resolves it)."""
+    from liverec.evaluate.report import run_protocol
+    from liverec.model.artifact import read_meta, read_run_config
+
+    return run_protocol(read_run_config(ref_dir), read_meta(ref_dir), prepared)[0]
+
+
+def variant_quality(run_dir: Path, model: torch.nn.Module, prepared: Prepared,
+                 protocol: str) -> dict:
+    """Test HR/NDCG@10/20 of one variant under the reference's protocol: masked, or
+    repeat-aware with the variant's repeat-explore mixture (carried from the reference,
+    ``repeat.json``), as ``liverec eval`` scores the reference itself."""
+    if protocol != "repeat":
+        return evaluate_model(model, prepared, "test", (10, 20))
+    from liverec.evaluate.protocol import evaluate_scores
+    from liverec.evaluate.report import repeat_scorer
+
+    scorer, _ = repeat_scorer(run_dir, model)
+    return evaluate_scores(scorer, prepared, "test", (10, 20), protocol="repeat")
 
 
 def _load_healthy(variants: dict[str, Path], histories: list[np.ndarray]
@@ -196,7 +223,11 @@ def render_markdown(result: dict, title: str = "Compression trade-offs") -> str:
     b = result["throughput_batch"]
     lines = [
         f"# {title}\n",
-        f"Reference: `{result['reference']}`. Test split, full ranking, {result['cases']} users; "
+        f"Reference: `{result['reference']}`. Test split, full ranking, "
+        + ("repeat-aware protocol (history not masked; each variant scored with the "
+           "reference's repeat-explore mixture, as `liverec eval` scores the reference)"
+           if result.get("protocol") == "repeat" else "history masked")
+        + f", {result['cases']} users; "
         f"latency = `model.score` over the full catalogue at batch 1, {result['latency_calls']} "
         f"calls per variant interleaved call by call (each call starts with the other "
         f"variants' data in the caches), and warm: the same calls back to back per variant "
