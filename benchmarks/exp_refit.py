@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from liverec.data.pipeline import load_and_prepare
-from liverec.data.prepare import Split
 from liverec.evaluate.protocol import DeviceCases, evaluate_on_device
 from liverec.model.artifact import load_model, read_run_config
 from liverec.train.batches import TrainBatches
@@ -59,11 +58,9 @@ def main() -> int:
         batches._targets[:, :-1] = 0  # the validation event is the only target
         print("new-only rows", len(batches.lengths), flush=True)
     else:
-        data = prep if mode == "control" else dataclasses.replace(prep, split=Split(
-            s.kind, np.where(s.valid_pos > 0, s.valid_pos + 1, s.train_end), s.valid_pos,
-            s.test_pos))
-        batches = TrainBatches(data.train_sequences(), cfg.model.max_len, tc.batch_size,
-                               tc.seed + 7, device=dev, windows=tc.windows)
+        seqs = prep.train_sequences() if mode == "control" else prep.refit_sequences()
+        batches = TrainBatches(seqs, cfg.model.max_len, tc.batch_size, tc.seed + 7, device=dev,
+                               windows=tc.windows)
     cases = DeviceCases.build(prep, "test", cfg.model.max_len, dev)
 
     def test() -> dict:

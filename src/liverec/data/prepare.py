@@ -133,20 +133,19 @@ class Prepared:
 
     def train_sequences(self) -> list[np.ndarray]:
         """Each user's training part (users with at least two training events)."""
-        seqs = self.sequences
-        out = []
-        for u in np.flatnonzero(self.split.train_end >= 2):
-            start = seqs.indptr[u]
-            out.append(seqs.items[start : start + self.split.train_end[u]])
-        return out
+        return self._heads(self.split.train_end)
 
     def refit_sequences(self) -> list[np.ndarray]:
         """Each user's training part plus their validation event, when they have one (users
         with at least two such events): what the test step's input holds up to its last event
         under leave-one-out. For a temporal split only the user's first validation-window event
         is added. Used by the refit on validation events (``train.refit_epochs``)."""
-        seqs, split = self.sequences, self.split
-        ends = np.where(split.valid_pos > 0, split.valid_pos + 1, split.train_end)
+        split = self.split
+        return self._heads(np.where(split.valid_pos > 0, split.valid_pos + 1, split.train_end))
+
+    def _heads(self, ends: np.ndarray) -> list[np.ndarray]:
+        """Each user's first ``ends[u]`` events (users with ``ends[u] >= 2``), as views."""
+        seqs = self.sequences
         return [seqs.items[seqs.indptr[u] : seqs.indptr[u] + ends[u]]
                 for u in np.flatnonzero(ends >= 2)]
 

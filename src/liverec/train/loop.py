@@ -434,8 +434,8 @@ class _Run:
                 if row["skipped_steps"]:
                     why = f"refit epoch {epoch}: {row['skipped_steps']} non-finite steps"
                     break
-        except NonFiniteError as exc:
-            why = f"refit: {exc}".split("; training stopped")[0]
+        except NonFiniteError as exc:  # raised by _run_epoch through _step_error
+            why = f"refit epoch {exc.epoch} step {exc.step}: {exc.what}"
         if ctx.is_main:
             if not why:
                 check, why = self._health_weights()
